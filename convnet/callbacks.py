@@ -1,0 +1,270 @@
+"""Keras-style callbacks: hooks into `fit` at the start and end of training, epochs and batches.
+
+Batch-level hooks cost a device sync per step on a GPU, so the engine calls them only for callbacks
+that override them; `logs` at batch end is read lazily (values are fetched when a key is read).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import string
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._checks import check_bool, check_choice, check_float, check_int, check_str, describe
+
+if TYPE_CHECKING:
+    from .models import Sequential
+
+
+class Callback:
+    """Base class; override the hooks you need. `self.model` is the model being trained."""
+
+    def __init__(self) -> None:
+        self.model: Sequential | None = None
+        self.params: dict[str, Any] = {}
+
+    def set_model(self, model: Sequential) -> None:
+        self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_train_end(self, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None: ...
+
+    def uses_batch_hooks(self) -> bool:
+        cls = type(self)
+        return (cls.on_train_batch_begin is not Callback.on_train_batch_begin
+                or cls.on_train_batch_end is not Callback.on_train_batch_end)
+
+
+class History(Callback):
+    """Records each epoch's logs: `history.history["loss"]`, `history.epoch`, `history.params`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _monitor_mode(monitor: str, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "max" if ("acc" in monitor or monitor.startswith("fmeasure") or "auc" in monitor) else "min"
+
+
+class _Monitor:
+    """Tracks the best value of a monitored log entry ("val_loss", "val_accuracy", ...)."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
+        self.monitor = check_str("monitor", monitor)
+        self.mode = _monitor_mode(monitor, check_choice("mode", mode, ("auto", "min", "max")))
+        self.min_delta = abs(min_delta)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def value(self, logs: Mapping[str, float] | None, who: str) -> float | None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            print(f"{who}: monitored metric {self.monitor!r} is not in the logs (available: "
+                  f"{', '.join(logs) or 'none'}); skipping.", file=sys.stderr)
+            return None
+        return float(logs[self.monitor])
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stops training when `monitor` has not improved for `patience` epochs, as Keras."""
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
+                 mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0):
+        super().__init__()
+        self.tracker = _Monitor(monitor, mode, check_float("min_delta", min_delta))
+        self.patience = check_int("patience", patience, minimum=0)
+        self.verbose = check_int("verbose", verbose, minimum=0, maximum=2)
+        self.baseline = None if baseline is None else check_float("baseline", baseline)
+        self.restore_best_weights = check_bool("restore_best_weights", restore_best_weights)
+        self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best_weights: list[np.ndarray] | None = None
+        self.best_epoch = 0
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        self.wait, self.stopped_epoch, self.best_weights, self.best_epoch = 0, 0, None, 0
+        self.tracker.best = math.inf if self.tracker.mode == "min" else -math.inf
+        if self.baseline is not None:
+            self.tracker.best = self.baseline
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        value = self.tracker.value(logs, "EarlyStopping")
+        if value is None or epoch < self.start_from_epoch:
+            return
+        if self.tracker.improved(value):
+            self.tracker.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
+        if self.stopped_epoch and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None and self.stopped_epoch:
+            if self.verbose:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Saves the model (a .convnet file) at the end of each epoch, or only when `monitor` improves.
+
+    `filepath` may hold format fields from the epoch and logs: "ckpt-{epoch:02d}-{val_loss:.3f}.convnet".
+    Files are written atomically (temporary file, fsync, rename), so a crash never leaves half a file.
+    """
+
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto"):
+        super().__init__()
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"`filepath` must be a path. Received: filepath={describe(filepath)}")
+        self.filepath = os.fspath(filepath)
+        fields = [field for _, field, _, _ in string.Formatter().parse(self.filepath) if field]
+        self._fields = fields
+        self.tracker = _Monitor(monitor, mode)
+        self.verbose = check_int("verbose", verbose, minimum=0, maximum=2)
+        self.save_best_only = check_bool("save_best_only", save_best_only)
+        self.save_weights_only = check_bool("save_weights_only", save_weights_only)
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        folder = os.path.dirname(os.path.abspath(self.filepath))
+        os.makedirs(folder, exist_ok=True)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        logs = dict(logs or {})
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, ValueError, IndexError) as error:
+            raise ValueError(f"ModelCheckpoint: cannot fill `filepath` {self.filepath!r} from epoch and logs "
+                             f"({', '.join(logs)}): {error}") from None
+        if self.save_best_only:
+            value = self.tracker.value(logs, "ModelCheckpoint")
+            if value is None or not self.tracker.improved(value):
+                return
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.tracker.monitor} improved from {self.tracker.best:.5f} to "
+                      f"{value:.5f}, saving model to {path}")
+            self.tracker.best = value
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+
+
+class CSVLogger(Callback):
+    """Appends one row per epoch (epoch, then the logs) to a CSV file, flushed at once."""
+
+    def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False):
+        super().__init__()
+        if not isinstance(filename, (str, os.PathLike)):
+            raise TypeError(f"`filename` must be a path. Received: filename={describe(filename)}")
+        self.filename = os.fspath(filename)
+        self.separator = check_str("separator", separator)
+        self.append = check_bool("append", append)
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        self._keys = None
+        if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
+            with open(self.filename, newline="") as handle:
+                header = next(csv.reader(handle, delimiter=self.separator), None)
+            self._keys = header[1:] if header else None
+        elif not self.append or not os.path.exists(self.filename):
+            os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
+            open(self.filename, "w").close()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        logs = dict(logs or {})
+        with open(self.filename, "a", newline="") as handle:
+            writer = csv.writer(handle, delimiter=self.separator)
+            if self._keys is None:
+                self._keys = sorted(logs)
+                writer.writerow(["epoch", *self._keys])
+            writer.writerow([epoch, *(logs.get(key, "NA") for key in self._keys)])
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, saying where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.stopped_at: tuple[int, int] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.stopped_at = (self.epoch, batch)
+            print(f"Epoch {self.epoch + 1}, batch {batch + 1}: invalid loss ({loss}), terminating training",
+                  file=sys.stderr)
+            self.model.stop_training = True
+
+
+class LearningRateScheduler(Callback):
+    """Sets the learning rate at the start of each epoch to `schedule(epoch, lr)` (epoch counts from 0)."""
+
+    def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"`schedule` must be a function (epoch, lr) -> lr. Received: schedule={describe(schedule)}")
+        self.schedule = schedule
+        self.verbose = check_int("verbose", verbose, minimum=0, maximum=2)
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        current = self.model.learning_rate
+        value = self.schedule(epoch, current)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"LearningRateScheduler: the schedule must return a number. Received: "
+                            f"{describe(value)}") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"LearningRateScheduler: the schedule returned an invalid learning rate {value}")
+        self.model.learning_rate = value
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {value}.")
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        if isinstance(logs, dict):
+            logs["learning_rate"] = self.model.learning_rate

@@ -1,0 +1,182 @@
+"""The `convnet` command line.
+
+    convnet train [--epochs 10] [--limit N] ...      train a preset on a dataset, write a run folder
+    convnet evaluate MODEL                           test loss and accuracy of a saved model
+    convnet predict MODEL IMAGE...                   top-k classes for image files
+    convnet summary MODEL | --model NAME             layer table with receptive fields
+
+Every bad argument ends the command with exit code 2 and one line on stderr saying what is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument or input, reported as one line and exit code 2."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per dataclass field, typed from its default and annotation, help from its metadata."""
+    for item in dataclasses.fields(cls):
+        annotation = str(item.type)
+        if "float" in annotation:
+            kind: Callable[[str], Any] = float
+        elif annotation.startswith("int | str"):
+            kind = _int_or_str
+        elif "int" in annotation:
+            kind = int
+        else:
+            kind = str
+        shown = "" if item.default is None else f" (default: {item.default})"
+        parser.add_argument(_flag(item.name), dest=item.name, type=kind, default=item.default,
+                            metavar=item.name.upper(), help=item.metadata.get("help", "") + shown)
+
+
+def _int_or_str(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .runs import TrainConfig, train
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    result = train(config)
+    metrics = result.metrics
+    print(f"Test accuracy: {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
+          f"{metrics['test_images']} test images; training took {metrics['train_seconds']:.1f} s on "
+          f"{metrics['device']}")
+    print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json")
+    return 0
+
+
+def _load(path: str, device: str = "auto"):
+    from .models import load_model
+    return load_model(path, device=device)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import get_dataset
+    from .runs import TrainConfig, load_split
+    model = _load(args.model, args.device)
+    if not model.compiled:
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device=args.device)
+    name = args.dataset or model.metadata.get("dataset")
+    if name is None:
+        raise UsageError(f"{args.model} does not say which dataset it was trained on; pass --dataset")
+    get_dataset(name)
+    config = TrainConfig(dataset=name, data_dir=args.data_dir, test_limit=args.limit, device=args.device)
+    *_, x_test, y_test = load_split(config)
+    results = model.evaluate(x_test, y_test, batch_size=args.batch_size, verbose=0, return_dict=True)
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
+    print(f"{args.model} on {len(x_test)} {name} test images: {shown}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from .datasets import load_image
+    model = _load(args.model, args.device)
+    height, width, channels = model.input_shape
+    names = model.metadata.get("class_names")
+    scale = float(model.metadata.get("preprocessing", {}).get("scale", 1.0))
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1. Received: {args.top_k}")
+    for path in args.images:
+        original = load_image(path)
+        image = load_image(path, size=(height, width), channels=channels)
+        changes = []
+        if original.shape[:2] != (height, width):
+            changes.append(f"resized from {original.shape[1]}x{original.shape[0]} to {width}x{height}")
+        if original.shape[2] != channels:
+            changes.append(f"converted from {original.shape[2]} to {channels} channel(s)")
+        probabilities = model.predict(image[None].astype(np.float32) * scale, verbose=0)[0]
+        print(path + (f"  (note: {', '.join(changes)} to fit the model)" if changes else ""))
+        for rank, index in enumerate(np.argsort(-probabilities)[:args.top_k], start=1):
+            label = names[index] if names and index < len(names) else str(index)
+            print(f"  {rank}. {label:<14} {probabilities[index] * 100:6.2f}%")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from . import zoo
+    if (args.file is None) == (args.model is None):
+        raise UsageError("summary takes a model file or --model NAME (one of them)")
+    model = zoo.get_model(args.model) if args.model else _load(args.file, "cpu")
+    model.summary()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runs import TrainConfig
+    parser = argparse.ArgumentParser(prog="convnet", description="Convolutional neural networks with TensorFlow's "
+                                     "semantics and a Keras-style API, on PyTorch.")
+    parser.add_argument("--version", action="version", version=f"convnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    train = commands.add_parser("train", help="train a model preset on a dataset and save the run",
+                                description="Train a preset (the seed CNN by default) on Fashion-MNIST, print "
+                                            "per-epoch validation and final test accuracy, and write the run folder.")
+    _add_dataclass_options(train, TrainConfig)
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a saved model")
+    evaluate.add_argument("model", metavar="MODEL", help="a .convnet file")
+    evaluate.add_argument("--dataset", help="dataset to test on (default: the one the model was trained on)")
+    evaluate.add_argument("--data-dir", help="folder holding the dataset files")
+    evaluate.add_argument("--limit", type=int, help="the first N test images only")
+    evaluate.add_argument("--batch-size", type=int, default=512)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="top-k classes for image files",
+                                  description="Classify image files; each is converted to the model's input size "
+                                              "and channels (and the command says so).")
+    predict.add_argument("model", metavar="MODEL", help="a .convnet file")
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG or other image files")
+    predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(run=_cmd_predict)
+
+    summary = commands.add_parser("summary", help="layer table of a model file or preset")
+    summary.add_argument("file", metavar="MODEL", nargs="?", help="a .convnet file")
+    summary.add_argument("--model", help="a preset name instead: seed, homl, lenet5")
+    summary.set_defaults(run=_cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 bad usage or input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .datasets import DatasetNotFoundError
+    try:
+        return args.run(args)
+    except (UsageError, ValueError, TypeError, DatasetNotFoundError, FileNotFoundError) as error:
+        if os.environ.get("CONVNET_DEBUG"):
+            raise
+        message = str(error).splitlines()
+        print(f"convnet {args.command}: error: {message[0] if message else type(error).__name__}", file=sys.stderr)
+        for line in message[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"convnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Weight initializers with Keras's names, defaults and fan rules.
+
+Shapes are Keras layouts: a Conv2D kernel (kh, kw, in, out), a Dense kernel (in, out). For a kernel,
+fan_in = kh * kw * in and fan_out = kh * kw * out (Keras's `compute_fans`). Truncated normals cut at two
+standard deviations and widen the standard deviation by 1 / 0.8796..., as Keras's VarianceScaling does, so
+that the truncated distribution keeps the intended variance.
+
+    >>> import torch
+    >>> torch.manual_seed(0) and None
+    >>> w = get("glorot_uniform")((3, 3, 1, 64))
+    >>> tuple(w.shape), bool(w.abs().max() <= (6 / (9 * 1 + 9 * 64)) ** 0.5)
+    ((3, 3, 1, 64), True)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._checks import check_float, describe, unknown_name
+
+_TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
+
+
+def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) for a Keras-layout weight shape."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+class Initializer:
+    """Base class: `init(shape)` returns a float32 CPU tensor drawn from torch's global generator."""
+
+    name = "initializer"
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class VarianceScaling(Initializer):
+    """Keras's VarianceScaling: variance scale / fan, from a uniform or a truncated normal."""
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"):
+        self.scale = check_float("scale", scale, minimum=0.0, include_min=False)
+        if mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"`mode` must be 'fan_in', 'fan_out' or 'fan_avg'. Received: mode={mode!r}")
+        if distribution not in ("truncated_normal", "uniform"):
+            raise ValueError("`distribution` must be 'truncated_normal' or 'uniform'. "
+                             f"Received: distribution={distribution!r}")
+        self.mode, self.distribution = mode, distribution
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        fan_in, fan_out = compute_fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        variance = self.scale / max(1.0, fan)
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            return torch.empty(shape).uniform_(-limit, limit)
+        std = math.sqrt(variance) / _TRUNCATED_STD
+        return torch.nn.init.trunc_normal_(torch.empty(shape), 0.0, std, -2 * std, 2 * std)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution}
+
+
+class Constant(Initializer):
+    def __init__(self, value: float = 0.0):
+        self.value = check_float("value", value)
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.full(shape, self.value)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+
+class RandomNormal(Initializer):
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05):
+        self.mean = check_float("mean", mean)
+        self.stddev = check_float("stddev", stddev, minimum=0.0)
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(shape).normal_(self.mean, self.stddev)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"mean": self.mean, "stddev": self.stddev}
+
+
+class TruncatedNormal(RandomNormal):
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        lo, hi = self.mean - 2 * self.stddev, self.mean + 2 * self.stddev
+        return torch.nn.init.trunc_normal_(torch.empty(shape), self.mean, self.stddev, lo, hi)
+
+
+class RandomUniform(Initializer):
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05):
+        self.minval = check_float("minval", minval)
+        self.maxval = check_float("maxval", maxval, minimum=self.minval)
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(shape).uniform_(self.minval, self.maxval)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"minval": self.minval, "maxval": self.maxval}
+
+
+_NAMED: dict[str, Callable[[], Initializer]] = {
+    "glorot_uniform": lambda: VarianceScaling(1.0, "fan_avg", "uniform"),
+    "glorot_normal": lambda: VarianceScaling(1.0, "fan_avg", "truncated_normal"),
+    "he_uniform": lambda: VarianceScaling(2.0, "fan_in", "uniform"),
+    "he_normal": lambda: VarianceScaling(2.0, "fan_in", "truncated_normal"),
+    "lecun_uniform": lambda: VarianceScaling(1.0, "fan_in", "uniform"),
+    "lecun_normal": lambda: VarianceScaling(1.0, "fan_in", "truncated_normal"),
+    "zeros": lambda: Constant(0.0),
+    "ones": lambda: Constant(1.0),
+    "random_normal": RandomNormal,
+    "random_uniform": RandomUniform,
+    "truncated_normal": TruncatedNormal,
+}
+_CLASSES = {cls.__name__: cls for cls in (VarianceScaling, Constant, RandomNormal, TruncatedNormal, RandomUniform)}
+
+
+def list_initializers() -> list[str]:
+    return sorted(_NAMED)
+
+
+def get(identifier: str | Initializer | dict) -> Initializer:
+    """An initializer from a Keras name ("glorot_uniform", "he_normal", ...), an Initializer, or a
+    serialized {"class_name": ..., "config": ...} dict."""
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in _NAMED:
+            raise unknown_name("initializer", identifier, _NAMED, argument="initializer")
+        initializer = _NAMED[key]()
+        initializer.name = key
+        return initializer
+    if isinstance(identifier, dict) and identifier.get("class_name") in _CLASSES:
+        return _CLASSES[identifier["class_name"]](**identifier.get("config", {}))
+    raise TypeError(f"an initializer must be a name such as 'glorot_uniform' or an Initializer. "
+                    f"Received: {describe(identifier)}")
+
+
+def serialize(initializer: Initializer) -> str | dict:
+    """The name of a named initializer, else {"class_name", "config"}."""
+    if initializer.name in _NAMED:
+        return initializer.name
+    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}

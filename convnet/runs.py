@@ -1,0 +1,163 @@
+"""A training run: the `convnet train` job as a function, with its configuration and run folder.
+
+    >>> config = TrainConfig(epochs=1, limit=600, test_limit=200, out="runs/quick")   # doctest: +SKIP
+    >>> result = train(config)                                                         # doctest: +SKIP
+
+A run folder holds `model.convnet`, `history.csv`, `history.json`, `metrics.json` and `config.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import callbacks as callbacks_module
+from . import zoo
+from ._checks import check_int, unknown_name
+from .saving import atomic_write
+from .utils import resolve_device, set_random_seed
+
+
+def _option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything `convnet train` needs; the CLI's flags are generated from these fields and their help."""
+
+    model: str = _option("seed", "model preset: seed (the seed's CNN), homl (the book's), lenet5")
+    dataset: str = _option("fashion-mnist", "dataset: fashion-mnist or mnist")
+    epochs: int = _option(10, "passes over the training images")
+    batch_size: int = _option(128, "images per optimisation step")
+    optimizer: str = _option("nadam", "nadam, adam, adamw, sgd, rmsprop, adagrad or adamax")
+    lr: float | None = _option(None, "learning rate (default: the optimizer's Keras default, 0.001 for nadam)")
+    seed: int = _option(0, "random seed for weights, shuffling and dropout (same seed, same CPU run)")
+    limit: int | None = _option(None, "train on the first N training images only (quick runs)")
+    val_size: int = _option(5000, "images held out from the end of the training set for validation "
+                                  "(10%% of them with --limit, at most this many)")
+    test_limit: int | None = _option(None, "evaluate on the first N test images only (quick runs)")
+    device: str = _option("auto", "auto (CUDA if present, else CPU), cpu or cuda")
+    data_dir: str | None = _option(None, "folder holding the dataset files (default: $CONVNET_DATA/<dataset>, "
+                                         "then ~/.cache/convnet/<dataset>, then download)")
+    out: str | None = _option(None, "run folder (default: runs/<model>-<dataset>-<date>-<time>)")
+    verbose: int | str = _option("auto", "0 silent, 1 progress bar, 2 one line per epoch, auto (1 in a terminal)")
+
+    def validate(self) -> TrainConfig:
+        from .datasets import get_dataset
+        from . import optimizers
+        get_dataset(self.dataset)
+        if self.model not in zoo.list_models():
+            raise unknown_name("model", self.model, zoo.list_models(), argument="model")
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        optimizers.get(self.optimizer, self.lr)
+        check_int("seed", self.seed, minimum=0)
+        if self.limit is not None:
+            check_int("limit", self.limit, minimum=2)
+        check_int("val_size", self.val_size, minimum=0)
+        if self.test_limit is not None:
+            check_int("test_limit", self.test_limit, minimum=1)
+        resolve_device(self.device)
+        return self
+
+
+@dataclass
+class RunResult:
+    folder: str
+    model: Any
+    history: dict[str, list[float]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def default_folder(config: TrainConfig) -> str:
+    return os.path.join("runs", f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def prepare_folder(folder: str) -> str:
+    """Create the run folder and prove it is writable now, not after an hour of training."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".write-test")
+        with open(probe, "wb") as stream:
+            stream.write(b"ok")
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"the output folder {folder!r} is not writable: {error.strerror or error}") from None
+    return folder
+
+
+def load_split(config: TrainConfig) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_val, y_val, x_test, y_test) as float32 in [0, 1] with a channel axis."""
+    from .datasets import get_dataset
+    dataset = get_dataset(config.dataset)
+    (x_train, y_train), (x_test, y_test) = dataset.load_data(data_dir=config.data_dir)
+    if config.limit is not None:
+        x_train, y_train = x_train[:config.limit], y_train[:config.limit]
+    if config.test_limit is not None:
+        x_test, y_test = x_test[:config.test_limit], y_test[:config.test_limit]
+    val_size = min(config.val_size, len(x_train) // 10) if config.limit is not None else config.val_size
+    if val_size >= len(x_train):
+        raise ValueError(f"`val_size` (={config.val_size}) leaves no training images out of {len(x_train)}")
+    split = len(x_train) - val_size
+
+    def scale(images: np.ndarray) -> np.ndarray:
+        return (images.astype(np.float32) / 255.0)[..., None]  # (N, H, W) -> (N, H, W, 1) in [0, 1]
+
+    return (scale(x_train[:split]), y_train[:split].astype(np.int64), scale(x_train[split:]),
+            y_train[split:].astype(np.int64), scale(x_test), y_test.astype(np.int64))
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware, recorded with every run and benchmark."""
+    device = "cpu"
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "cuda_device": device}
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Run `convnet train`: load and split the data, build and train the model, evaluate on the test
+    set and write the run folder. Raises ValueError for bad settings before any work starts."""
+    from .datasets import get_dataset
+    from . import optimizers
+    config.validate()
+    folder = prepare_folder(config.out or default_folder(config))
+    set_random_seed(config.seed)
+    x_train, y_train, x_val, y_val, x_test, y_test = load_split(config)
+    dataset = get_dataset(config.dataset)
+    model = zoo.get_model(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    model.metadata = {"dataset": config.dataset, "class_names": list(dataset.class_names),
+                      "preprocessing": {"scale": 1 / 255}}
+    model.compile(optimizer=optimizers.get(config.optimizer, config.lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], device=config.device)
+    csv_path = os.path.join(folder, "history.csv")
+    callbacks = [callbacks_module.CSVLogger(csv_path), callbacks_module.TerminateOnNaN()]
+    validation = (x_val, y_val) if len(x_val) else None
+    started = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
+                        validation_data=validation, callbacks=callbacks, verbose=config.verbose)
+    train_seconds = time.perf_counter() - started
+    test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    model.save(os.path.join(folder, "model.convnet"))
+    metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_seconds": round(train_seconds, 2),
+               "epochs_run": len(history.epoch), "train_images": len(x_train), "val_images": len(x_val),
+               "test_images": len(x_test), "device": str(model.device), "environment": environment()}
+    _write_json(os.path.join(folder, "history.json"), history.history)
+    _write_json(os.path.join(folder, "metrics.json"), metrics)
+    _write_json(os.path.join(folder, "config.json"), dataclasses.asdict(config))
+    return RunResult(folder=folder, model=model, history=history.history, metrics=metrics)
+
+
+def _write_json(path: str, value: Any) -> None:
+    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())

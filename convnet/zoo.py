@@ -1,0 +1,84 @@
+"""Model presets, by name: the seed's Fashion-MNIST CNN, the book's variant, and LeNet-5.
+
+    >>> from convnet import zoo
+    >>> zoo.list_models()
+    ['homl', 'lenet5', 'seed']
+    >>> zoo.seed_cnn().count_params()
+    1406218
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import layers as L
+from ._checks import check_int, unknown_name
+from .models import Sequential
+
+
+def _seed_trunk(input_shape: Sequence[int]) -> list[L.Layer]:
+    """The seed's convolutional part: 64 7x7 filters, then two blocks of two 3x3 convolutions, each block
+    doubling the filters after a 2x2 max pool."""
+    return [
+        L.Input(shape=input_shape),
+        L.Conv2D(64, 7, activation="relu", padding="same"),
+        L.MaxPooling2D(2),
+        L.Conv2D(128, 3, activation="relu", padding="same"),
+        L.Conv2D(128, 3, activation="relu", padding="same"),
+        L.MaxPooling2D(2),
+        L.Conv2D(256, 3, activation="relu", padding="same"),
+        L.Conv2D(256, 3, activation="relu", padding="same"),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+    ]
+
+
+def seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> Sequential:
+    """The seed's Fashion-MNIST CNN, exactly: 1,406,218 parameters for 28x28x1 inputs and 10 classes."""
+    num_classes = check_int("num_classes", num_classes, minimum=2)
+    return Sequential([*_seed_trunk(input_shape),
+                       L.Dense(128, activation="relu"),
+                       L.Dropout(0.5),
+                       L.Dense(num_classes, activation="softmax")], name="seed_cnn")
+
+
+def homl_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> Sequential:
+    """The book's version of the seed CNN, with one more Dense(64) + Dropout(0.5): 1,413,834 parameters."""
+    num_classes = check_int("num_classes", num_classes, minimum=2)
+    return Sequential([*_seed_trunk(input_shape),
+                       L.Dense(128, activation="relu"),
+                       L.Dropout(0.5),
+                       L.Dense(64, activation="relu"),
+                       L.Dropout(0.5),
+                       L.Dense(num_classes, activation="softmax")], name="homl_cnn")
+
+
+def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> Sequential:
+    """LeNet-5 (LeCun et al., 1998) in its common modern form: tanh, average pooling, a softmax output
+    instead of RBF units; SAME padding in C1 stands in for the original 32x32 input. 61,706 parameters."""
+    num_classes = check_int("num_classes", num_classes, minimum=2)
+    return Sequential([
+        L.Input(shape=input_shape),
+        L.Conv2D(6, 5, activation="tanh", padding="same", name="c1"),
+        L.AveragePooling2D(2, name="s2"),
+        L.Conv2D(16, 5, activation="tanh", name="c3"),
+        L.AveragePooling2D(2, name="s4"),
+        L.Conv2D(120, 5, activation="tanh", name="c5"),
+        L.Flatten(),
+        L.Dense(84, activation="tanh", name="f6"),
+        L.Dense(num_classes, activation="softmax", name="output"),
+    ], name="lenet5")
+
+
+_REGISTRY: dict[str, Callable[..., Sequential]] = {"seed": seed_cnn, "homl": homl_cnn, "lenet5": lenet5}
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_model(name: str, **kwargs: Any) -> Sequential:
+    """A fresh preset by name ("seed", "homl", "lenet5"); kwargs: input_shape, num_classes."""
+    if name not in _REGISTRY:
+        raise unknown_name("model", name, _REGISTRY, argument="model")
+    return _REGISTRY[name](**kwargs)
