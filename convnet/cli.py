@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("file", metavar="MODEL", nargs="?", help="a .convnet file")
     summary.add_argument("--model", help="a preset name instead: seed, homl, lenet5")
     summary.set_defaults(run=_cmd_summary)
+
+    from .cli_inspect import add_commands
+    add_commands(commands)
     return parser
 
 
