@@ -82,9 +82,10 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return " Did you mean " + " or ".join(repr(lookup[c]) for c in close) + "?"
 
 
-def unknown_name(kind: str, name: Any, choices: Iterable[str], argument: str | None = None) -> ValueError:
+def unknown_name(kind: str, name: Any, choices: Iterable[str], argument: str | None = None,
+                 sort: bool = True) -> ValueError:
     """The error for a name missing from a registry: lists the choices and the closest matches."""
-    choices = sorted(choices)
+    choices = sorted(choices) if sort else list(choices)
     where = f"`{argument}`: " if argument else ""
     hint = suggest(str(name), choices) if isinstance(name, str) else ""
     return ValueError(f"{where}unknown {kind} {name!r}.{hint} Available: {', '.join(choices)}.")

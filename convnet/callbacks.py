@@ -268,3 +268,22 @@ class LearningRateScheduler(Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         if isinstance(logs, dict):
             logs["learning_rate"] = self.model.learning_rate
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions: LambdaCallback(on_epoch_end=lambda epoch, logs: ...)."""
+
+    _HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_train_batch_begin",
+              "on_train_batch_end")
+
+    def __init__(self, **hooks: Callable[..., Any]):
+        super().__init__()
+        for name, function in hooks.items():
+            if name not in self._HOOKS:
+                raise TypeError(f"LambdaCallback: unknown hook {name!r}. Accepted: {', '.join(self._HOOKS)}")
+            if not callable(function):
+                raise TypeError(f"LambdaCallback: `{name}` must be callable. Received: {describe(function)}")
+            setattr(self, name, function)
+
+    def uses_batch_hooks(self) -> bool:
+        return "on_train_batch_begin" in vars(self) or "on_train_batch_end" in vars(self)

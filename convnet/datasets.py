@@ -479,8 +479,9 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(fnmatch.filter(_DATASETS, pattern.lower()))
 
 
-def get_dataset(name: str) -> IdxDataset:
-    """The registered dataset called `name` (case-insensitive; "fashion_mnist" works too).
+def get_dataset(name: str, argument: str = "name") -> IdxDataset:
+    """The registered dataset called `name` (case-insensitive; "fashion_mnist" works too); `argument`
+    names the caller's argument in errors.
 
     Raises:
         ValueError: unknown name; the message suggests the closest names.
@@ -488,9 +489,9 @@ def get_dataset(name: str) -> IdxDataset:
         >>> get_dataset("MNIST").num_classes
         10
     """
-    key = check_str("name", name).lower().replace("_", "-")
+    key = check_str(argument, name).lower().replace("_", "-")
     if key not in _DATASETS:
-        raise unknown_name("dataset", name, _DATASETS, argument="name")
+        raise unknown_name("dataset", name, _DATASETS, argument=argument)
     return _DATASETS[key]
 
 

@@ -149,7 +149,7 @@ class Sequential(torch.nn.Module):
         for layer in self._stack:
             if layer.name == name:
                 return layer
-        raise unknown_name("layer", name, [layer.name for layer in self._stack], argument="name")
+        raise unknown_name("layer", name, [layer.name for layer in self._stack], argument="name", sort=False)
 
     # -- computing --------------------------------------------------------------------------------
     def forward(self, x: Any) -> torch.Tensor:

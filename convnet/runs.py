@@ -54,7 +54,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         from .datasets import get_dataset
         from . import optimizers
-        get_dataset(self.dataset)
+        get_dataset(self.dataset, argument="dataset")
         if self.model not in zoo.list_models():
             raise unknown_name("model", self.model, zoo.list_models(), argument="model")
         check_int("epochs", self.epochs, minimum=1)

@@ -126,7 +126,7 @@ def _read_header(path: str, data: bytes) -> dict[str, str]:
     if len(data) < 8:
         raise ValueError(f"{foreign} (only {len(data)} bytes; truncated or empty)")
     (length,) = struct.unpack("<Q", data[:8])
-    if length > _MAX_HEADER or length == 0:
+    if length > _MAX_HEADER or length == 0 or data[8:9] != b"{":
         raise ValueError(f"{foreign} (no safetensors header at the start; is it a pickle, HDF5 or other file?)")
     if 8 + length > len(data):
         raise ValueError(f"{path}: truncated file (the header announces {length} bytes, the file has "

@@ -63,7 +63,8 @@ def as_inputs(model: Sequential, x: Any, argument: str = "x") -> torch.Tensor:
         if tensor.dim() < 2:
             raise ValueError(f"`{argument}` must be a batch (N, ...). Received shape {shape_str(tensor.shape)}")
         return tensor
-    if tensor.dim() == len(expected) and expected[-1] == 1 and len(expected) == 3:
+    if (len(expected) == 3 and expected[-1] == 1 and tensor.dim() == 3
+            and all(e is None or e == s for e, s in zip(expected[:2], tensor.shape[1:]))):
         tensor = tensor.unsqueeze(-1)  # (N, H, W) -> (N, H, W, 1)
     if tensor.dim() != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, tensor.shape[1:])):
         hint = "; add a batch axis with x[None]" if tuple(tensor.shape) == tuple(expected) else ""
@@ -185,7 +186,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
         x_val, y_val = x_val.to(device), y_val.to(device)
     steps = math.ceil(count / batch_size)
     history = History()
-    everyone = [history, *callbacks]
+    everyone = [*callbacks, history]  # History last, as Keras, so it records what callbacks add to the logs
     for callback in everyone:
         callback.set_model(model)
         callback.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})

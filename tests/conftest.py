@@ -1,0 +1,56 @@
+"""Shared fixtures: seeded CPU runs, a small Fashion-MNIST subset, tiny models."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+import convnet  # noqa: E402
+from convnet import layers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Fashion-MNIST from $CONVNET_DATA, as ((x_train, y_train), (x_test, y_test)) uint8 arrays."""
+    if not os.environ.get("CONVNET_DATA"):
+        pytest.skip("CONVNET_DATA is not set (point it at the folder holding fashion-mnist/)")
+    from convnet.datasets import fashion_mnist
+    return fashion_mnist.load_data()
+
+
+@pytest.fixture(scope="session")
+def fashion_small(fashion):
+    """3000 training and 1000 test images scaled to [0, 1] with a channel axis."""
+    (x_train, y_train), (x_test, y_test) = fashion
+    scale = lambda x: (x.astype(np.float32) / 255)[..., None]  # noqa: E731
+    return (scale(x_train[:3000]), y_train[:3000].astype(np.int64)), (scale(x_test[:1000]), y_test[:1000].astype(np.int64))
+
+
+def tiny_cnn(input_shape=(28, 28, 1), classes=10) -> convnet.Sequential:
+    """A small CNN that trains in seconds on a CPU."""
+    return convnet.Sequential([
+        layers.Input(shape=input_shape),
+        layers.Conv2D(8, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(16, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(32, activation="relu"),
+        layers.Dropout(0.25),
+        layers.Dense(classes, activation="softmax"),
+    ])
+
+
+@pytest.fixture
+def synthetic():
+    """A learnable 3-class problem: which third of a 12x12 image holds a bright bar."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 600)
+    images = rng.normal(0, 0.1, (600, 12, 12, 1)).astype(np.float32)
+    for image, label in zip(images, labels):
+        image[:, 4 * label:4 * label + 4, 0] += 1.0
+    return images, labels

@@ -1,0 +1,138 @@
+"""The `convnet` command line, in-process and as a real subprocess."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from convnet.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, fashion):
+    """One real quick training run shared by the tests below: LeNet-5 on 1,000 images, 1 epoch."""
+    folder = tmp_path_factory.mktemp("run")
+    code = main(["train", "--model", "lenet5", "--limit", "1000", "--epochs", "1", "--test-limit", "300",
+                 "--batch-size", "32", "--out", str(folder), "--verbose", "0"])
+    assert code == 0
+    return folder
+
+
+def test_train_writes_the_run_folder(quick_run, capsys):
+    assert sorted(os.listdir(quick_run)) == ["config.json", "history.csv", "history.json", "metrics.json",
+                                             "model.convnet"]
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert metrics["train_images"] == 900 and metrics["val_images"] == 100 and metrics["test_images"] == 300
+    assert 0.3 < metrics["test_accuracy"] <= 1.0
+    history = json.loads((quick_run / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    rows = list(csv.DictReader(open(quick_run / "history.csv")))
+    assert len(rows) == 1 and float(rows[0]["val_accuracy"]) == pytest.approx(history["val_accuracy"][0])
+    config = json.loads((quick_run / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["limit"] == 1000
+
+
+def test_train_prints_validation_and_test_accuracy(tmp_path, fashion, capsys):
+    code = main(["train", "--model", "lenet5", "--limit", "400", "--epochs", "1", "--test-limit", "100",
+                 "--out", str(tmp_path / "r"), "--verbose", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Epoch 1/1" in out and "val_accuracy:" in out
+    assert "Test accuracy: " in out and "on 100 test images" in out
+    assert f"Run saved in {tmp_path / 'r'}" in out
+
+
+def test_evaluate_uses_the_dataset_recorded_in_the_model(quick_run, capsys):
+    assert main(["evaluate", str(quick_run / "model.convnet"), "--limit", "300", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert "on 300 fashion-mnist test images" in out
+    assert f"accuracy {metrics['test_accuracy']:.4f}" in out
+
+
+def test_predict_shows_top_k_class_names_and_conversions(quick_run, fashion, tmp_path, capsys):
+    from PIL import Image
+    (_, _), (x_test, y_test) = fashion
+    path = tmp_path / "boot.png"
+    Image.fromarray(x_test[0]).convert("RGB").resize((56, 56)).save(path)
+    assert main(["predict", str(quick_run / "model.convnet"), str(path), "--top-k", "2", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path}  (note: resized from 56x56 to 28x28, converted from 3 to 1 channel(s) to fit the model)"
+    assert lines[1].startswith("  1. ") and lines[2].startswith("  2. ") and len(lines) == 3
+    names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+    assert lines[1].split()[1] in {n.split()[0] for n in names} and lines[1].endswith("%")
+
+
+def test_summary_of_a_preset_and_of_a_file(quick_run, capsys):
+    assert main(["summary", "--model", "seed"]) == 0
+    assert "Total params: 1,406,218" in capsys.readouterr().out
+    assert main(["summary", str(quick_run / "model.convnet")]) == 0
+    assert "Total params: 61,706" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "sed"], "convnet train: error: `model`: unknown model 'sed'. Did you mean 'seed'?"),
+    (["train", "--epochs", "0"], "convnet train: error: `epochs` must be >= 1. Received: epochs=0"),
+    (["train", "--dataset", "cifar"], "convnet train: error: `dataset`: unknown dataset 'cifar'"),
+    (["train", "--optimizer", "adamm"], "convnet train: error: `optimizer`: unknown optimizer 'adamm'. Did you mean"),
+    (["train", "--lr", "-1"], "convnet train: error: `learning_rate` must be > 0.0"),
+    (["summary"], "convnet summary: error: summary takes a model file or --model NAME"),
+    (["summary", "--model", "vgg"], "convnet summary: error: `model`: unknown model 'vgg'"),
+    (["predict", "nothing.convnet", "x.png"], "convnet predict: error: nothing.convnet: no such file"),
+])
+def test_bad_usage_exits_2_with_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+
+
+def test_device_cuda_without_a_gpu_is_refused(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["train", "--device", "cuda"]) == 2
+    assert "CUDA is not available on this machine" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--out", str(blocker / "run"), "--limit", "100"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_predict_refuses_non_images_and_non_models(quick_run, tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert main(["predict", str(quick_run / "model.convnet"), str(text)]) == 2
+    assert "not an image Pillow can read" in capsys.readouterr().err
+    assert main(["predict", str(text), str(text)]) == 2
+    assert "not a convnet file" in capsys.readouterr().err
+
+
+def test_argparse_errors_exit_2():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "ten"])
+    assert exit_info.value.code == 2
+
+
+def test_real_subprocess_help_version_and_train(tmp_path, fashion):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    version = subprocess.run([sys.executable, "-m", "convnet", "--version"], capture_output=True, text=True, env=env)
+    assert version.returncode == 0 and version.stdout.startswith("convnet ")
+    help_text = subprocess.run([sys.executable, "-m", "convnet", "train", "--help"], capture_output=True, text=True)
+    assert "--batch-size" in help_text.stdout and "--limit" in help_text.stdout
+    run = subprocess.run([sys.executable, "-m", "convnet", "train", "--model", "lenet5", "--limit", "300",
+                          "--epochs", "1", "--test-limit", "100", "--out", str(tmp_path / "sub")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Test accuracy:" in run.stdout
+    assert (tmp_path / "sub" / "model.convnet").exists()
+    bad = subprocess.run([sys.executable, "-m", "convnet", "train", "--model", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert np.isfinite(json.loads((tmp_path / "sub" / "metrics.json").read_text())["test_loss"])
