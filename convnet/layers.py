@@ -98,6 +98,7 @@ class Layer(torch.nn.Module):
     def __init__(self, *, name: str | None = None, input_shape: Sequence[int | None] | None = None,
                  trainable: bool = True, **unexpected: Any):
         super().__init__()
+        self.train(False)  # inference mode until a model trains it, as Keras's layer(x) runs with training=False
         if unexpected:
             key = next(iter(unexpected))
             choices = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "kwargs")]
@@ -422,7 +423,9 @@ class Conv2D(_ActivationMixin, Layer):
         h, w = (_conv_out(size, k, s, self.padding, d) for size, k, s, d in
                 zip(input_shape[:2], self.kernel_size, self.strides, self.dilation_rate))
         if (h is not None and h < 1) or (w is not None and w < 1):
-            self._padding_for(input_shape[0], input_shape[1])  # raises the "does not fit" message
+            fit = [(k - 1) * d + 1 if size is None else size  # an unknown size stands in as one that fits
+                   for size, k, d in zip(input_shape[:2], self.kernel_size, self.dilation_rate)]
+            self._padding_for(fit[0], fit[1])  # raises the "does not fit" message
         return (h, w, self.filters)
 
     def geometry(self, input_shape: Shape) -> Geometry:
@@ -484,7 +487,8 @@ class _Pooling2D(Layer):
         h, w = (_conv_out(size, k, s, self.padding) for size, k, s in
                 zip(input_shape[:2], self.pool_size, self.strides))
         if (h is not None and h < 1) or (w is not None and w < 1):
-            ops.resolve_padding(self._label(), self.padding, input_shape[:2], self.pool_size, self.strides)
+            fit = tuple(k if size is None else size for size, k in zip(input_shape[:2], self.pool_size))
+            ops.resolve_padding(self._label(), self.padding, fit, self.pool_size, self.strides)  # raises
         return (h, w, input_shape[2])
 
     def geometry(self, input_shape: Shape) -> Geometry:
