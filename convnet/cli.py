@@ -18,7 +18,9 @@ from typing import Any
 
 from . import __version__
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -51,14 +53,35 @@ def _int_or_str(value: str) -> int | str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .runs import TrainConfig, train
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    result = train(config)
+    from .runs import CHECKPOINTS, TrainConfig, load_config, train
+    from .training import TrainingInterrupted
+    if args.resume:
+        config = load_config(args.resume)
+        print(f"Resuming the run in {args.resume} (its saved settings are used)", flush=True)
+    else:
+        config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    try:
+        result = train(config, resume=bool(args.resume))
+    except TrainingInterrupted as interrupted:
+        folder = config.out or os.path.dirname(os.path.dirname(interrupted.checkpoint or ""))
+        print(f"Interrupted at epoch {interrupted.epoch + 1}, step {interrupted.step}.", file=sys.stderr)
+        if interrupted.checkpoint:
+            print(f"Checkpoint saved: {interrupted.checkpoint}\nResume with: convnet train --resume {folder}",
+                  file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.diverged_at is not None:
+        epoch, batch = result.diverged_at
+        last = os.path.join(result.folder, CHECKPOINTS, "last.ckpt")
+        kept = f"the last good checkpoint is {last}" if os.path.exists(last) else "no epoch finished, so no checkpoint"
+        print(f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1}; {kept}. "
+              f"Try a lower --lr.", file=sys.stderr)
+        return EXIT_FAILED
     metrics = result.metrics
     print(f"Test accuracy: {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_images']} test images; training took {metrics['train_seconds']:.1f} s on "
           f"{metrics['device']}")
-    print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json")
+    print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json, "
+          f"{CHECKPOINTS}/")
     return 0
 
 
@@ -131,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a preset (the seed CNN by default) on Fashion-MNIST, print "
                                             "per-epoch validation and final test accuracy, and write the run folder.")
     _add_dataclass_options(train, TrainConfig)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
+                       "with the settings it was started with")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a saved model")
@@ -178,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"convnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -118,7 +118,6 @@ class Layer(torch.nn.Module):
         self.input_shape: Shape | None = None
         self.output_shape: Shape | None = None
         self._channels: int | None = None  # the last-axis size the weights were built for
-        self._weight: torch.Tensor | None = None  # the first weight, whose dtype inputs are cast to
 
     # -- building ---------------------------------------------------------------------------------
     def build(self, input_shape: Shape) -> None:
@@ -137,9 +136,7 @@ class Layer(torch.nn.Module):
             self.input_shape = input_shape
             self.output_shape = self.compute_output_shape(input_shape)
             self._apply_trainable()
-            variables = self._variables()
-            self._channels = input_shape[-1] if variables else None
-            self._weight = variables[0][1] if variables else None
+            self._channels = input_shape[-1] if self._variables() else None
             return self.output_shape
         return self.compute_output_shape(input_shape)
 
@@ -180,8 +177,9 @@ class Layer(torch.nn.Module):
         elif ((self.input_ndim is not None and x.dim() != self.input_ndim)
               or (self._channels is not None and x.shape[-1] != self._channels)):
             self._check_shape(tuple(x.shape), batched=True)
-        if self._weight is not None and x.dtype != self._weight.dtype and not _autocast_on(x.device.type):
-            x = x.to(self._weight.dtype)  # e.g. float64 input to a float32 layer, as Keras casts inputs
+        weight = next(iter(self._parameters.values()), None)
+        if weight is not None and x.dtype != weight.dtype and not _autocast_on(x.device.type):
+            x = x.to(weight.dtype)  # e.g. float64 input to a float32 layer, as Keras casts inputs
         return self.call(x)
 
     # -- weights ----------------------------------------------------------------------------------

@@ -276,13 +276,23 @@ class Sequential(torch.nn.Module):
 
     def fit(self, x: Any, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: int | str = "auto", callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0):
+            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0,
+            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+            checkpoint_interval: float = 600.0):
         """Train for `epochs` epochs on in-memory arrays, as Keras; returns a History whose `.history` holds
         loss, metrics and their val_ versions per epoch. `validation_split` holds out the *last* fraction of
-        the samples (before shuffling), as Keras."""
+        the samples (before shuffling), as Keras.
+
+        With `checkpoint_dir`, a checkpoint (weights, optimizer state, epoch and step, random generators,
+        history) is written atomically at the end of every epoch and every `checkpoint_interval` seconds
+        within an epoch, keeping `last.ckpt` and `best.ckpt`. `resume=True` continues from `last.ckpt`
+        exactly where it stopped. Ctrl-C finishes the current step, saves a checkpoint and raises
+        `convnet.training.TrainingInterrupted`.
+        """
         return training.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
                             validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
-                            initial_epoch=initial_epoch)
+                            initial_epoch=initial_epoch, checkpoint_dir=checkpoint_dir, resume=resume,
+                            checkpoint_interval=checkpoint_interval)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
                  return_dict: bool = False):

@@ -21,7 +21,7 @@ import torch
 
 from . import callbacks as callbacks_module
 from . import zoo
-from ._checks import check_int, unknown_name
+from ._checks import check_float, check_int, unknown_name
 from .saving import atomic_write
 from .utils import resolve_device, set_random_seed
 
@@ -50,6 +50,8 @@ class TrainConfig:
                                          "then ~/.cache/convnet/<dataset>, then download)")
     out: str | None = _option(None, "run folder (default: runs/<model>-<dataset>-<date>-<time>)")
     verbose: int | str = _option("auto", "0 silent, 1 progress bar, 2 one line per epoch, auto (1 in a terminal)")
+    checkpoint_minutes: float = _option(10.0, "also checkpoint within an epoch every this many minutes "
+                                              "(a checkpoint is always written at the end of each epoch)")
 
     def validate(self) -> TrainConfig:
         from .datasets import get_dataset
@@ -67,6 +69,7 @@ class TrainConfig:
         if self.test_limit is not None:
             check_int("test_limit", self.test_limit, minimum=1)
         resolve_device(self.device)
+        check_float("checkpoint_minutes", self.checkpoint_minutes, minimum=0.0)
         return self
 
 
@@ -76,6 +79,26 @@ class RunResult:
     model: Any
     history: dict[str, list[float]]
     metrics: dict[str, Any] = field(default_factory=dict)
+    diverged_at: tuple[int, int] | None = None  # (epoch, batch) of the first non-finite loss, if training diverged
+
+
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+
+
+def load_config(folder: str) -> TrainConfig:
+    """The TrainConfig a run folder was started with (for `convnet train --resume`)."""
+    path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder!r} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        saved = json.load(open(path))
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{key: value for key, value in saved.items() if key in names})
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid run configuration ({error})") from None
+    config.out = folder
+    return config
 
 
 def default_folder(config: TrainConfig) -> str:
@@ -126,13 +149,21 @@ def environment() -> dict[str, Any]:
             "cpu_threads": torch.get_num_threads(), "cuda_device": device}
 
 
-def train(config: TrainConfig) -> RunResult:
+def train(config: TrainConfig, resume: bool = False) -> RunResult:
     """Run `convnet train`: load and split the data, build and train the model, evaluate on the test
-    set and write the run folder. Raises ValueError for bad settings before any work starts."""
+    set and write the run folder. Checkpoints go to `<run>/checkpoints` at the end of every epoch (and every
+    `checkpoint_minutes` within one); with `resume`, training continues from the last one.
+
+    Raises:
+        ValueError: bad settings, an unwritable folder or a full disk, before any training starts.
+        convnet.training.TrainingInterrupted: Ctrl-C; a checkpoint was saved first.
+    """
     from .datasets import get_dataset
     from . import optimizers
     config.validate()
     folder = prepare_folder(config.out or default_folder(config))
+    if not resume:
+        _write_json(os.path.join(folder, CONFIG_FILE), dataclasses.asdict(config))
     set_random_seed(config.seed)
     x_train, y_train, x_val, y_val, x_test, y_test = load_split(config)
     dataset = get_dataset(config.dataset)
@@ -142,20 +173,24 @@ def train(config: TrainConfig) -> RunResult:
     model.compile(optimizer=optimizers.get(config.optimizer, config.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], device=config.device)
     csv_path = os.path.join(folder, "history.csv")
-    callbacks = [callbacks_module.CSVLogger(csv_path), callbacks_module.TerminateOnNaN()]
+    nan_guard = callbacks_module.TerminateOnNaN()
+    callbacks = [callbacks_module.CSVLogger(csv_path, append=resume), nan_guard]
     validation = (x_val, y_val) if len(x_val) else None
     started = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
-                        validation_data=validation, callbacks=callbacks, verbose=config.verbose)
+                        validation_data=validation, callbacks=callbacks, verbose=config.verbose,
+                        checkpoint_dir=os.path.join(folder, CHECKPOINTS), resume=resume,
+                        checkpoint_interval=config.checkpoint_minutes * 60)
     train_seconds = time.perf_counter() - started
+    _write_json(os.path.join(folder, "history.json"), history.history)
+    if nan_guard.stopped_at is not None:
+        return RunResult(folder=folder, model=model, history=history.history, diverged_at=nan_guard.stopped_at)
     test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     model.save(os.path.join(folder, "model.convnet"))
     metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_seconds": round(train_seconds, 2),
                "epochs_run": len(history.epoch), "train_images": len(x_train), "val_images": len(x_val),
                "test_images": len(x_test), "device": str(model.device), "environment": environment()}
-    _write_json(os.path.join(folder, "history.json"), history.history)
     _write_json(os.path.join(folder, "metrics.json"), metrics)
-    _write_json(os.path.join(folder, "config.json"), dataclasses.asdict(config))
     return RunResult(folder=folder, model=model, history=history.history, metrics=metrics)
 
 

@@ -8,13 +8,19 @@ when a callback asks for batch logs, and at the end of each epoch: no host sync 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ._checks import check_float, check_int, describe, shape_str
+from . import checkpoint
+from ._checks import check_bool, check_float, check_int, describe, shape_str
 from .callbacks import Callback, History
 from .progress import Progbar, resolve_verbose
 
@@ -145,97 +151,218 @@ class Step:
             return model._batch_sums(loss_sum.detach(), yb, outputs.detach(), self.fused)
 
 
-def _batch_slices(count: int, batch_size: int, order: torch.Tensor | None) -> Iterator[slice | torch.Tensor]:
+def _batch_slices(count: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, count, batch_size):
-        yield slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+        yield slice(start, start + batch_size)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by `fit` after Ctrl-C (SIGINT): the current step was finished and, with a checkpoint folder,
+    a checkpoint was saved. `checkpoint` is its path (or None); `epoch` and `step` say where it stopped."""
+
+    def __init__(self, epoch: int, step: int, checkpoint: str | None):
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        where = f"epoch {epoch + 1}, step {step}"
+        super().__init__(f"training interrupted at {where}" +
+                         (f"; checkpoint saved to {checkpoint}" if checkpoint else "; no checkpoint folder was given"))
+
+
+class _InterruptFlag:
+    """Turns the first SIGINT into a flag checked between steps; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+        print("\nInterrupted: finishing the current step and saving a checkpoint (Ctrl-C again to abort).",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """One call of `fit`: the loop over epochs and steps, with its state, callbacks and checkpoints."""
+
+    def __init__(self, model: Sequential, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, epochs: int,
+                 shuffle: bool, callbacks: list[Callback], verbose: int, validation: tuple | None,
+                 initial_epoch: int, checkpoint_dir: str | None, checkpoint_interval: float, resume: bool):
+        self.model, self.x, self.y = model, x, y
+        self.batch_size, self.epochs, self.shuffle, self.verbose = batch_size, epochs, shuffle, verbose
+        self.validation = validation
+        self.count = x.shape[0]
+        self.steps = math.ceil(self.count / batch_size)
+        self.history = History()
+        self.callbacks = [*callbacks, self.history]  # History last, as Keras, so it records what callbacks add
+        self.batch_hooks = [c for c in self.callbacks if c.uses_batch_hooks()]
+        self.names = model.metrics_names
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_interval = checkpoint_interval
+        self.state = checkpoint.TrainingState(epoch=initial_epoch, global_step=0)
+        if checkpoint_dir is not None:
+            settings = {"batch_size": batch_size, "shuffle": shuffle,
+                        "validation_samples": 0 if validation is None else int(validation[0].shape[0])}
+            self.state.fingerprint = checkpoint.data_fingerprint(x, y, settings)
+            checkpoint.check_room(checkpoint_dir, model)
+            if resume and checkpoint.exists(checkpoint_dir):
+                self._resume()
+
+    def _resume(self) -> None:
+        fingerprint = self.state.fingerprint
+        self.state = checkpoint.load(self.checkpoint_dir, self.model)
+        changed = [key for key in fingerprint if self.state.fingerprint.get(key) != fingerprint[key]]
+        if changed:
+            raise ValueError(f"cannot resume from {self.checkpoint_dir}: the {', '.join(changed)} differ from the "
+                             f"run that wrote the checkpoint (use the same data and settings, or another folder)")
+        self.history.history = self.state.history
+        self.history.epoch = self.state.epochs_done
+        if self.verbose:
+            where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
+            print(f"Resuming from {os.path.join(self.checkpoint_dir, checkpoint.LAST)} at {where}", flush=True)
+
+    def _save(self, best: bool = False) -> str | None:
+        if self.checkpoint_dir is None:
+            return None
+        self.state.history = self.history.history
+        self.state.epochs_done = self.history.epoch
+        return checkpoint.save(self.checkpoint_dir, self.model, self.state, best=best)
+
+    def run(self) -> History:
+        model, state = self.model, self.state
+        for callback in self.callbacks:
+            callback.set_model(model)
+            callback.set_params({"epochs": self.epochs, "steps": self.steps, "verbose": self.verbose,
+                                 "batch_size": self.batch_size})
+        model.stop_training = False
+        model.history = self.history
+        for callback in self.callbacks:
+            callback.on_train_begin()
+        try:
+            with _InterruptFlag() as interrupt:
+                while state.epoch < self.epochs and not model.stop_training:
+                    self._epoch(interrupt)
+        finally:
+            model.eval()
+        for callback in self.callbacks:
+            callback.on_train_end()
+        return self.history
+
+    def _epoch(self, interrupt: _InterruptFlag) -> None:
+        model, state, device = self.model, self.state, self.model.device
+        epoch = state.epoch
+        for callback in self.callbacks:
+            callback.on_epoch_begin(epoch)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+        if state.step == 0:  # a fresh epoch (a resumed one brings its order and sums)
+            state.order = torch.randperm(self.count, device=device) if self.shuffle else None
+            state.totals = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+            state.seen = 0
+        progbar = Progbar(self.steps, self.verbose)
+        step_fn = Step(model)
+        last_save = time.monotonic()
+        model.train()
+        for step in range(state.step, self.steps):
+            for callback in self.batch_hooks:
+                callback.on_train_batch_begin(step)
+            start = step * self.batch_size
+            index = (slice(start, start + self.batch_size) if state.order is None
+                     else state.order[start:start + self.batch_size])
+            state.totals += step_fn(self.x[index], self.y[index])
+            state.seen += min(self.batch_size, self.count - start)
+            state.step, state.global_step = step + 1, state.global_step + 1
+            if self.batch_hooks:
+                logs = LazyLogs(dict(zip(self.names, state.totals / state.seen)))
+                for callback in self.batch_hooks:
+                    callback.on_train_batch_end(step, logs)
+            if progbar.due():
+                progbar.update(step + 1, _means(self.names, state.totals, state.seen))
+            if interrupt.raised:
+                saved = self._save() if bool(torch.isfinite(state.totals).all()) else None
+                progbar.finish(_means(self.names, state.totals, state.seen), step=step + 1)
+                raise TrainingInterrupted(epoch, step + 1, saved)
+            if model.stop_training:
+                break
+            if (self.checkpoint_dir is not None and step + 1 < self.steps
+                    and time.monotonic() - last_save >= self.checkpoint_interval
+                    and bool(torch.isfinite(state.totals).all())):
+                self._save()
+                last_save = time.monotonic()
+        logs = _means(self.names, state.totals, state.seen)
+        if self.validation is not None:
+            val = _evaluate_tensors(model, *self.validation, max(self.batch_size, 256))
+            logs.update({f"val_{name}": value for name, value in val.items()})
+            model.train()
+        progbar.finish(logs, step=state.step)
+        for callback in self.callbacks:
+            callback.on_epoch_end(epoch, logs)
+        state.epoch, state.step, state.order, state.totals, state.seen = epoch + 1, 0, None, None, 0
+        if all(math.isfinite(value) for value in logs.values()):  # never checkpoint diverged weights
+            monitor = logs.get("val_loss", logs["loss"])
+            best = state.best is None or monitor < state.best
+            if best:
+                state.best = monitor
+            self._save(best=best)
 
 
 def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, epochs: int = 1,
         verbose: int | str = "auto", callbacks: Sequence[Callback] | None = None, validation_split: float = 0.0,
-        validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0) -> History:
+        validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+        checkpoint_interval: float = 600.0) -> History:
     model._require_compiled("fit")
+    explicit_batch = batch_size is not None
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     epochs = check_int("epochs", epochs, minimum=1)
     initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0, maximum=epochs - 1)
     verbose = resolve_verbose(verbose)
     validation_split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0,
                                    include_max=False)
+    shuffle = check_bool("shuffle", shuffle)
+    resume = check_bool("resume", resume)
+    checkpoint_interval = check_float("checkpoint_interval", checkpoint_interval, minimum=0.0)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"`checkpoint_dir` must be a folder path. Received: checkpoint_dir={describe(checkpoint_dir)}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("`resume=True` needs `checkpoint_dir`: the folder the interrupted fit wrote its checkpoints to")
     callbacks = _check_callbacks(callbacks)
     x_t = as_inputs(model, x)
     model._ensure_built(tuple(x_t.shape[1:]))
     if model.optimizer_ is None:
         raise ValueError("fit: the model has no trainable weights")
     y_t = as_targets(model, y, x_t.shape[0])
-    x_val = y_val = None
+    validation = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError(f"`validation_data` must be a tuple (x_val, y_val). Received: "
                              f"{describe(validation_data)}")
         x_val = as_inputs(model, validation_data[0], "validation_data[0]")
-        y_val = as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]")
+        validation = (x_val, as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]"))
     elif validation_split:
-        x_t, y_t, x_val, y_val = split_validation(x_t, y_t, validation_split)
-    count = x_t.shape[0]
-    if batch_size > count:
-        raise ValueError(f"`batch_size` (={batch_size}) is larger than the number of training samples ({count}); "
-                         f"use batch_size <= {count}")
-
+        x_t, y_t, *validation = split_validation(x_t, y_t, validation_split)
+    if batch_size > x_t.shape[0] and not explicit_batch:
+        batch_size = x_t.shape[0]  # Keras's default of 32 on a smaller dataset: one batch of everything
+    if batch_size > x_t.shape[0]:
+        raise ValueError(f"`batch_size` (={batch_size}) is larger than the number of training samples "
+                         f"({x_t.shape[0]}); use batch_size <= {x_t.shape[0]}")
     device = model.device
-    x_t, y_t = x_t.to(device), y_t.to(device)
-    if x_val is not None:
-        x_val, y_val = x_val.to(device), y_val.to(device)
-    steps = math.ceil(count / batch_size)
-    history = History()
-    everyone = [*callbacks, history]  # History last, as Keras, so it records what callbacks add to the logs
-    for callback in everyone:
-        callback.set_model(model)
-        callback.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
-    batch_hooks = [c for c in everyone if c.uses_batch_hooks()]
-    step_fn = Step(model)
-    names = model.metrics_names
-    model.stop_training = False
-    model.history = history
-    for callback in everyone:
-        callback.on_train_begin()
-    try:
-        for epoch in range(initial_epoch, epochs):
-            for callback in everyone:
-                callback.on_epoch_begin(epoch)
-            if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-            progbar = Progbar(steps, verbose)
-            model.train()
-            totals = torch.zeros(len(names), dtype=torch.float64, device=device)
-            seen = 0
-            order = torch.randperm(count, device=device) if shuffle else None
-            for step, index in enumerate(_batch_slices(count, batch_size, order)):
-                for callback in batch_hooks:
-                    callback.on_train_batch_begin(step)
-                sums = step_fn(x_t[index], y_t[index])
-                totals += sums
-                seen += min(batch_size, count - step * batch_size)
-                if batch_hooks:
-                    logs = LazyLogs(dict(zip(names, totals / seen)))
-                    for callback in batch_hooks:
-                        callback.on_train_batch_end(step, logs)
-                if progbar.due():
-                    progbar.update(step + 1, _means(names, totals, seen))
-                if model.stop_training:
-                    break
-            logs = _means(names, totals, seen)
-            if x_val is not None:
-                val = _evaluate_tensors(model, x_val, y_val, max(batch_size, 256))
-                logs.update({f"val_{name}": value for name, value in val.items()})
-            progbar.finish(logs, step=step + 1)
-            for callback in everyone:
-                callback.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-    finally:
-        model.eval()
-    for callback in everyone:
-        callback.on_train_end()
-    return history
+    if validation is not None:
+        validation = tuple(t.to(device) for t in validation)
+    trainer = Trainer(model, x_t.to(device), y_t.to(device), batch_size=batch_size, epochs=epochs, shuffle=shuffle,
+                      callbacks=callbacks, verbose=verbose, validation=validation, initial_epoch=initial_epoch,
+                      checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
+                      checkpoint_interval=checkpoint_interval, resume=resume)
+    return trainer.run()
 
 
 def _means(names: list[str], totals: torch.Tensor, seen: int) -> dict[str, float]:
@@ -260,7 +387,7 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
     fused = model._fused_activation()
     names = model.metrics_names
     totals = torch.zeros(len(names), dtype=torch.float64, device=model.device)
-    for step, index in enumerate(_batch_slices(x.shape[0], batch_size, None)):
+    for step, index in enumerate(_batch_slices(x.shape[0], batch_size)):
         outputs = model._forward_train(x[index].float(), logits=fused is not None)
         yb = y[index]
         totals += model._batch_sums(model.loss.sum(yb, outputs, logits=True if fused else None), yb, outputs, fused)
@@ -298,7 +425,7 @@ def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: i
     steps = math.ceil(x_t.shape[0] / batch_size)
     progbar = Progbar(steps, verbose)
     outputs = []
-    for step, index in enumerate(_batch_slices(x_t.shape[0], batch_size, None)):
+    for step, index in enumerate(_batch_slices(x_t.shape[0], batch_size)):
         outputs.append(model(x_t[index].to(device, non_blocking=True).float()).float().cpu())
         if progbar.due():
             progbar.update(step + 1, {})

@@ -25,8 +25,9 @@ def quick_run(tmp_path_factory, fashion):
 
 
 def test_train_writes_the_run_folder(quick_run, capsys):
-    assert sorted(os.listdir(quick_run)) == ["config.json", "history.csv", "history.json", "metrics.json",
-                                             "model.convnet"]
+    assert sorted(os.listdir(quick_run)) == ["checkpoints", "config.json", "history.csv", "history.json",
+                                             "metrics.json", "model.convnet"]
+    assert sorted(os.listdir(quick_run / "checkpoints")) == ["best.ckpt", "last.ckpt"]
     metrics = json.loads((quick_run / "metrics.json").read_text())
     assert metrics["train_images"] == 900 and metrics["val_images"] == 100 and metrics["test_images"] == 300
     assert 0.3 < metrics["test_accuracy"] <= 1.0
