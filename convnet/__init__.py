@@ -5,8 +5,9 @@
     >>> model.count_params()
     1406218
 
-Submodules: `nn` (TF-semantics ops), `layers`, `models`, `datasets`, `zoo`, `callbacks`, `optimizers`,
-`losses`, `metrics`, `activations`, `initializers`, `utils`; plotting and explanations load on first use.
+Submodules: `nn` (TF-semantics ops), `layers`, `augment`, `models`, `datasets`, `zoo`, `callbacks`,
+`optimizers`, `schedules`, `losses`, `metrics`, `activations`, `initializers`, `utils`; plotting and
+explanations load on first use.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from . import (activations, callbacks, initializers, layers, losses, metrics, models, nn, optimizers,  # noqa: E402
-               utils, zoo)
+from . import (activations, augment, callbacks, initializers, layers, losses, metrics, models, nn,  # noqa: E402
+               optimizers, schedules, utils, zoo)
 from .models import Sequential, load_model  # noqa: E402
 
 _LAZY = {"datasets", "viz", "explain", "experiments", "cli"}
@@ -28,5 +29,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'convnet' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "load_model", "activations", "callbacks", "initializers", "layers", "losses", "metrics",
-           "models", "nn", "optimizers", "utils", "zoo", "__version__"]
+__all__ = ["Sequential", "load_model", "activations", "augment", "callbacks", "initializers", "layers", "losses", "metrics",
+           "models", "nn", "optimizers", "schedules", "utils", "zoo", "__version__"]

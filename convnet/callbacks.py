@@ -222,23 +222,25 @@ class CSVLogger(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stops training at the first batch whose loss is NaN or infinite, saying where."""
+    """Stops training at the first batch whose loss is NaN or infinite, saying where.
+
+    The training loop watches the loss on the device for it (checked every step on a CPU, in batches of
+    steps on a GPU to avoid a sync per step) and calls `trigger` with the first bad batch; no checkpoint is
+    written after it, so the last checkpoint holds the last good weights.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.epoch = 0
         self.stopped_at: tuple[int, int] | None = None
 
-    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        self.epoch = epoch
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        self.stopped_at = None
 
-    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            self.stopped_at = (self.epoch, batch)
-            print(f"Epoch {self.epoch + 1}, batch {batch + 1}: invalid loss ({loss}), terminating training",
-                  file=sys.stderr)
-            self.model.stop_training = True
+    def trigger(self, epoch: int, batch: int) -> None:
+        self.stopped_at = (epoch, batch)
+        print(f"Epoch {epoch + 1}, batch {batch + 1}: invalid loss (NaN or infinite), terminating training",
+              file=sys.stderr)
+        self.model.stop_training = True
 
 
 class LearningRateScheduler(Callback):

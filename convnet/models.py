@@ -32,7 +32,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import training
-from ._checks import check_str, describe, shape_str, unknown_name
+from ._checks import check_choice, check_str, describe, shape_str, unknown_name
 from ._table import box_table
 from .layers import Input, Layer
 from .utils import resolve_device
@@ -64,6 +64,9 @@ class Sequential(torch.nn.Module):
         self.stop_training = False
         self.history = None
         self.metadata: dict[str, Any] = {}  # free-form JSON saved with the model (class names, preprocessing)
+        self.precision = "auto"  # engine settings, see compile()
+        self.jit = "auto"
+        self._engine = None
         if layers is not None:
             if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
                 raise TypeError(f"`layers` must be a list of layers. Received: layers={describe(layers)}")
@@ -215,7 +218,7 @@ class Sequential(torch.nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Sequence[Any] | None = None,
-                device: Any = "auto") -> None:
+                device: Any = "auto", precision: str = "auto", jit: str = "auto") -> None:
         """Configure training, as Keras.
 
         Args:
@@ -225,6 +228,10 @@ class Sequential(torch.nn.Module):
                 `convnet.losses` object or a function (y_true, y_pred).
             metrics: names such as ["accuracy"], or Metric objects.
             device: "auto" (CUDA if present, else CPU), "cpu", "cuda" or a torch.device; the model moves there.
+            precision: "auto" (bfloat16 autocast where the device computes bf16 natively, else float32),
+                "float32" or "bfloat16" (refused where bf16 would be an emulated slow path).
+            jit: "auto" (the whole training step in a CUDA graph on a GPU, with a fallback to eager execution
+                where capture is impossible; eager on a CPU), "eager" or "graphs" (capture or fail).
         """
         if loss is None:
             raise ValueError("compile: `loss` is required, e.g. loss='sparse_categorical_crossentropy'")
@@ -235,6 +242,12 @@ class Sequential(torch.nn.Module):
             raise TypeError(f"`metrics` must be a list, e.g. ['accuracy']. Received: metrics={describe(metrics)}")
         self.metrics = [metrics_module.get(m, self.loss) for m in metrics]
         self.to(resolve_device(device))
+        from .engine import JIT_MODES, resolve_precision
+        resolve_precision(precision, self.device)  # refuse an unsupported precision now
+        self.precision = precision
+        self.jit = check_choice("jit", jit, JIT_MODES)
+        if self.jit == "graphs" and self.device.type != "cuda":
+            raise ValueError(f"jit='graphs' needs a CUDA device; the model is on {self.device}")
         if isinstance(optimizer, torch.optim.Optimizer):
             self.optimizer, self.optimizer_ = None, optimizer
         else:
@@ -243,8 +256,17 @@ class Sequential(torch.nn.Module):
             self._rebuild_optimizer()
 
     def _rebuild_optimizer(self) -> None:
+        self._engine = None  # a new structure or optimizer needs a new engine (and CUDA graph)
         if self.optimizer is not None and self.built:
             self.optimizer_ = self.optimizer.build([p for p in self.parameters() if p.requires_grad])
+
+    @property
+    def engine(self):
+        """How steps execute on this model's device (precision, channels_last, CUDA graphs): convnet.engine."""
+        from .engine import Engine
+        if self._engine is None or self._engine.device != self.device:
+            self._engine = Engine(self, precision=self.precision, jit=self.jit)
+        return self._engine
 
     @property
     def compiled(self) -> bool:
@@ -272,7 +294,10 @@ class Sequential(torch.nn.Module):
         if self.optimizer_ is None:
             raise ValueError("the model has no optimizer yet; call compile() and build the model first")
         for group in self.optimizer_.param_groups:
-            group["lr"] = float(value)
+            if isinstance(group["lr"], torch.Tensor):  # a captured CUDA graph reads this tensor
+                group["lr"].fill_(float(value))
+            else:
+                group["lr"] = float(value)
 
     def fit(self, x: Any, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: int | str = "auto", callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
@@ -295,14 +320,18 @@ class Sequential(torch.nn.Module):
                             checkpoint_interval=checkpoint_interval)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
-                 return_dict: bool = False):
-        """Loss and metrics on (x, y): the loss alone, [loss, metric, ...], or a dict with return_dict=True."""
-        return training.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, return_dict=return_dict)
+                 return_dict: bool = False, tta: Any = None):
+        """Loss and metrics on (x, y): the loss alone, [loss, metric, ...], or a dict with return_dict=True.
+        `tta` as in `predict`."""
+        return training.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, return_dict=return_dict,
+                                 tta=tta)
 
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto",
+                tta: Any = None) -> np.ndarray:
         """Outputs for `x` as a NumPy array (class probabilities for a softmax model). Batches of 256 by
-        default (Keras uses 32; the outputs are the same, only faster)."""
-        return training.predict(self, x, batch_size=batch_size, verbose=verbose)
+        default (Keras uses 32; the outputs are the same, only faster). `tta="hflip"` or `"flips"` averages
+        the predictions over flipped copies (test-time augmentation)."""
+        return training.predict(self, x, batch_size=batch_size, verbose=verbose, tta=tta)
 
     # -- weights ----------------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:

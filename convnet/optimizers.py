@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from . import schedules
 from ._checks import check_bool, check_float, describe, unknown_name
+from .schedules import LearningRateSchedule
 
 
 class Optimizer:
@@ -26,8 +28,11 @@ class Optimizer:
 
     defaults: dict[str, Any] = {}
 
-    def __init__(self, learning_rate: float = 0.001, **hyper: Any):
-        self.learning_rate = check_float("learning_rate", learning_rate, minimum=0.0, include_min=False)
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, **hyper: Any):
+        if isinstance(learning_rate, (LearningRateSchedule, dict)):
+            self.learning_rate: float | LearningRateSchedule = schedules.get(learning_rate)
+        else:
+            self.learning_rate = check_float("learning_rate", learning_rate, minimum=0.0, include_min=False)
         unknown = set(hyper) - set(self.defaults)
         if unknown:
             raise TypeError(f"{type(self).__name__}: unexpected argument {sorted(unknown)[0]!r}. "
@@ -39,25 +44,36 @@ class Optimizer:
             else:
                 check_float(key, value, minimum=0.0)
 
+    @property
+    def schedule(self) -> LearningRateSchedule | None:
+        return self.learning_rate if isinstance(self.learning_rate, LearningRateSchedule) else None
+
+    @property
+    def initial_rate(self) -> float:
+        """The rate the torch optimizer starts with (a schedule's value at step 0)."""
+        return self.schedule(0) if self.schedule is not None else self.learning_rate
+
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, **self.hyper}
+        rate = schedules.serialize(self.schedule) if self.schedule is not None else self.learning_rate
+        return {"learning_rate": rate, **self.hyper}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+        settings = {"learning_rate": self.learning_rate, **self.hyper}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
 
 
 class SGD(Optimizer):
     defaults = {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
 
-    def __init__(self, learning_rate: float = 0.01, **hyper: Any):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01, **hyper: Any):
         super().__init__(learning_rate, **hyper)
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.SGD(params, lr=self.learning_rate, momentum=h["momentum"], nesterov=h["nesterov"],
+        return torch.optim.SGD(params, lr=self.initial_rate, momentum=h["momentum"], nesterov=h["nesterov"],
                                weight_decay=h["weight_decay"])
 
 
@@ -66,7 +82,7 @@ class Adam(Optimizer):
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.Adam(params, lr=self.learning_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"],
+        return torch.optim.Adam(params, lr=self.initial_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"],
                                 amsgrad=h["amsgrad"])
 
 
@@ -75,7 +91,7 @@ class AdamW(Optimizer):
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.AdamW(params, lr=self.learning_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"],
+        return torch.optim.AdamW(params, lr=self.initial_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"],
                                  weight_decay=h["weight_decay"])
 
 
@@ -86,7 +102,7 @@ class Nadam(Optimizer):
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.NAdam(params, lr=self.learning_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"])
+        return torch.optim.NAdam(params, lr=self.initial_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"])
 
 
 class RMSprop(Optimizer):
@@ -94,7 +110,7 @@ class RMSprop(Optimizer):
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.RMSprop(params, lr=self.learning_rate, alpha=h["rho"], eps=h["epsilon"],
+        return torch.optim.RMSprop(params, lr=self.initial_rate, alpha=h["rho"], eps=h["epsilon"],
                                    momentum=h["momentum"], centered=h["centered"])
 
 
@@ -103,7 +119,7 @@ class Adagrad(Optimizer):
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.Adagrad(params, lr=self.learning_rate, eps=h["epsilon"],
+        return torch.optim.Adagrad(params, lr=self.initial_rate, eps=h["epsilon"],
                                    initial_accumulator_value=h["initial_accumulator_value"])
 
 
@@ -112,7 +128,7 @@ class Adamax(Optimizer):
 
     def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         h = self.hyper
-        return torch.optim.Adamax(params, lr=self.learning_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"])
+        return torch.optim.Adamax(params, lr=self.initial_rate, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"])
 
 
 NAdam = Nadam

@@ -1,9 +1,9 @@
-"""The engine behind `Sequential.fit`, `evaluate` and `predict`.
+"""The loops behind `Sequential.fit`, `evaluate` and `predict` (how each step executes is `engine.py`).
 
-In-memory arrays are moved to the model's device once. Each step gathers a shuffled batch there,
-runs forward, loss, backward and the optimizer, and adds the batch's loss and metric sums to one small
-accumulator tensor on the device. The host reads the accumulator only when the progress display is due,
-when a callback asks for batch logs, and at the end of each epoch: no host sync per step.
+In-memory arrays are moved to the model's device once. Each step gathers a shuffled batch there, runs
+the engine's training step and adds the batch's loss and metric sums to one small accumulator tensor on
+the device. The host reads the accumulator only when the progress display is due, when a callback asks
+for batch logs, and at the end of each epoch: no host sync per step on a GPU.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import torch
 
 from . import checkpoint
 from ._checks import check_bool, check_float, check_int, describe, shape_str
-from .callbacks import Callback, History
+from .augment import apply_variant, tta_variants
+from .callbacks import Callback, History, TerminateOnNaN
 from .progress import Progbar, resolve_verbose
 
 if TYPE_CHECKING:
@@ -133,24 +134,6 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float) -> tuple
     return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
 
 
-class Step:
-    """One optimisation step of `model` on a batch; returns [loss_sum, metric_sum, ...] on the device."""
-
-    def __init__(self, model: Sequential):
-        self.model = model
-        self.fused = model._fused_activation()
-
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        outputs = model._forward_train(xb.float(), logits=self.fused is not None)
-        loss_sum = model.loss.sum(yb, outputs, logits=True if self.fused else None)
-        model.optimizer_.zero_grad(set_to_none=True)
-        (loss_sum / xb.shape[0]).backward()
-        model.optimizer_.step()
-        with torch.no_grad():
-            return model._batch_sums(loss_sum.detach(), yb, outputs.detach(), self.fused)
-
-
 def _batch_slices(count: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, count, batch_size):
         yield slice(start, start + batch_size)
@@ -205,7 +188,12 @@ class Trainer:
         self.history = History()
         self.callbacks = [*callbacks, self.history]  # History last, as Keras, so it records what callbacks add
         self.batch_hooks = [c for c in self.callbacks if c.uses_batch_hooks()]
+        self.nan_guard = next((c for c in callbacks if isinstance(c, TerminateOnNaN)), None)
         self.names = model.metrics_names
+        self.engine = model.engine
+        self.schedule = model.optimizer.schedule if model.optimizer is not None else None
+        if self.schedule is not None:
+            self.schedule.bind(epochs * self.steps)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_interval = checkpoint_interval
         self.state = checkpoint.TrainingState(epoch=initial_epoch, global_step=0)
@@ -236,6 +224,11 @@ class Trainer:
         self.state.history = self.history.history
         self.state.epochs_done = self.history.epoch
         return checkpoint.save(self.checkpoint_dir, self.model, self.state, best=best)
+
+    def _check_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
+        bad = int(first_bad)
+        if bad >= 0 and self.nan_guard.stopped_at is None:
+            self.nan_guard.trigger(epoch, bad)
 
     def run(self) -> History:
         model, state = self.model, self.state
@@ -269,7 +262,9 @@ class Trainer:
             state.totals = torch.zeros(len(self.names), dtype=torch.float64, device=device)
             state.seen = 0
         progbar = Progbar(self.steps, self.verbose)
-        step_fn = Step(model)
+        engine = self.engine
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+        check_every = 1 if device.type == "cpu" else 64  # reading it costs a GPU sync: batch the checks
         last_save = time.monotonic()
         model.train()
         for step in range(state.step, self.steps):
@@ -278,9 +273,16 @@ class Trainer:
             start = step * self.batch_size
             index = (slice(start, start + self.batch_size) if state.order is None
                      else state.order[start:start + self.batch_size])
-            state.totals += step_fn(self.x[index], self.y[index])
+            if self.schedule is not None:
+                model.learning_rate = self.schedule(state.global_step)
+            sums = engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size)
+            state.totals += sums
             state.seen += min(self.batch_size, self.count - start)
             state.step, state.global_step = step + 1, state.global_step + 1
+            if self.nan_guard is not None:
+                first_bad.masked_fill_((first_bad < 0) & ~torch.isfinite(sums[0]), step)
+                if (step + 1) % check_every == 0 or step + 1 == self.steps or progbar.due():
+                    self._check_finite(epoch, first_bad)
             if self.batch_hooks:
                 logs = LazyLogs(dict(zip(self.names, state.totals / state.seen)))
                 for callback in self.batch_hooks:
@@ -298,6 +300,8 @@ class Trainer:
                     and bool(torch.isfinite(state.totals).all())):
                 self._save()
                 last_save = time.monotonic()
+        if self.nan_guard is not None:
+            self._check_finite(epoch, first_bad)
         logs = _means(self.names, state.totals, state.seen)
         if self.validation is not None:
             val = _evaluate_tensors(model, *self.validation, max(self.batch_size, 256))
@@ -382,22 +386,27 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
 
 @torch.no_grad()
 def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      progbar: Progbar | None = None) -> dict[str, float]:
+                      progbar: Progbar | None = None, tta: Any = None) -> dict[str, float]:
     model.eval()
-    fused = model._fused_activation()
+    engine = model.engine
     names = model.metrics_names
     totals = torch.zeros(len(names), dtype=torch.float64, device=model.device)
+    variants = tta_variants(tta)
     for step, index in enumerate(_batch_slices(x.shape[0], batch_size)):
-        outputs = model._forward_train(x[index].float(), logits=fused is not None)
-        yb = y[index]
-        totals += model._batch_sums(model.loss.sum(yb, outputs, logits=True if fused else None), yb, outputs, fused)
+        xb, yb = x[index], y[index]
+        if len(variants) == 1:
+            totals += engine.eval_batch(xb, yb)
+        else:  # average the probabilities over the variants, then score them as probabilities
+            outputs = sum(engine.predict_batch(apply_variant(xb, v)) for v in variants) / len(variants)
+            loss_sum = model.loss.sum(yb, outputs, logits=False)
+            totals += model._batch_sums(loss_sum, yb, outputs, None)
         if progbar is not None and progbar.due():
             progbar.update(step + 1, _means(names, totals, min((step + 1) * batch_size, x.shape[0])))
     return _means(names, totals, x.shape[0])
 
 
 def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
-             return_dict: bool = False) -> float | list[float] | dict[str, float]:
+             return_dict: bool = False, tta: Any = None) -> float | list[float] | dict[str, float]:
     model._require_compiled("evaluate")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
@@ -406,7 +415,8 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     y_t = as_targets(model, y, x_t.shape[0])
     device = model.device
     progbar = Progbar(math.ceil(x_t.shape[0] / batch_size), verbose)
-    results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar)
+    tta_variants(tta)  # checks the argument before any work
+    results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar, tta)
     progbar.finish(results)
     if return_dict:
         return results
@@ -415,7 +425,8 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
 
 
 @torch.no_grad()
-def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
+def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: int | str = "auto",
+            tta: Any = None) -> np.ndarray:
     batch_size = 256 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
     x_t = as_inputs(model, x)
@@ -424,9 +435,13 @@ def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: i
     model.eval()
     steps = math.ceil(x_t.shape[0] / batch_size)
     progbar = Progbar(steps, verbose)
+    variants = tta_variants(tta)
+    engine = model.engine
     outputs = []
     for step, index in enumerate(_batch_slices(x_t.shape[0], batch_size)):
-        outputs.append(model(x_t[index].to(device, non_blocking=True).float()).float().cpu())
+        xb = x_t[index].to(device, non_blocking=True)
+        batch = sum(engine.predict_batch(apply_variant(xb, v)) for v in variants) / len(variants)
+        outputs.append(batch.cpu())
         if progbar.due():
             progbar.update(step + 1, {})
     progbar.finish({})
