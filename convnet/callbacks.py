@@ -6,6 +6,7 @@ that override them; `logs` at batch end is read lazily (values are fetched when 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import string
@@ -203,8 +204,18 @@ class CSVLogger(Callback):
         self._keys = None
         if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
             with open(self.filename, newline="") as handle:
-                header = next(csv.reader(handle, delimiter=self.separator), None)
+                rows = list(csv.reader(handle, delimiter=self.separator))
+            header = rows[0] if rows else None
             self._keys = header[1:] if header else None
+            if self.params.get("resumed") and header:
+                # a resumed fit rewrites the epochs its checkpoint had not recorded: drop their old rows
+                start = self.params.get("initial_epoch", 0)
+                kept = [header] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < start]
+                if len(kept) != len(rows):
+                    from .saving import atomic_write
+                    buffer = io.StringIO()
+                    csv.writer(buffer, delimiter=self.separator).writerows(kept)
+                    atomic_write(self.filename, buffer.getvalue().encode())
         elif not self.append or not os.path.exists(self.filename):
             os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
             open(self.filename, "w").close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .saving import atomic_write, decode, encode
+from .saving import atomic_write, check_tensors, decode, encode
 
 if TYPE_CHECKING:
     from .models import Sequential
@@ -86,7 +86,8 @@ def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.
     for index, entries in state["state"].items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer/{index}/{key}"] = value.detach().cpu()
+                # .contiguous(): the moments of a channels_last conv kernel are channels_last too
+                tensors[f"optimizer/{index}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}/{key}"] = value
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()} for group in state["param_groups"]]
@@ -106,16 +107,23 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], parts: dict[str, Any]) ->
     return {"state": state, "param_groups": groups}
 
 
-def save(folder: str, model: Sequential, state: TrainingState, best: bool = False) -> str:
-    """Write `last.ckpt` in `folder` atomically (and `best.ckpt` too when `best`); returns the path."""
+def save(folder: str, model: Sequential, state: TrainingState, best: bool = False) -> str | None:
+    """Write `last.ckpt` in `folder` atomically (and `best.ckpt` too when `best`); returns the path.
+
+    Weights that are no longer finite are never written: the last good checkpoint stays, and None is
+    returned. (A step whose loss was finite can still produce inf weights: the loss is computed before
+    the update.)
+    """
     tensors = {f"model/{key}": value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    if not all(bool(torch.isfinite(value).all()) for value in tensors.values() if value.is_floating_point()):
+        return None
     optimizer_tensors, optimizer_json = _optimizer_parts(model.optimizer_)
     tensors.update(optimizer_tensors)
     tensors.update(_rng_tensors())
     if state.totals is not None:
-        tensors["state/totals"] = state.totals.detach().cpu()
+        tensors["state/totals"] = state.totals.detach().cpu().contiguous()
     if state.order is not None:
-        tensors["state/order"] = state.order.detach().cpu()
+        tensors["state/order"] = state.order.detach().cpu().contiguous()
     config = {"model": model.get_config(), "optimizer": optimizer_json, "rng": _rng_json(),
               "state": {"epoch": state.epoch, "step": state.step, "global_step": state.global_step,
                         "seen": state.seen, "history": state.history, "epochs_done": state.epochs_done,
@@ -136,26 +144,64 @@ def load(folder: str, model: Sequential) -> TrainingState:
         ValueError: a damaged file (named), or a checkpoint of another architecture.
     """
     path = os.path.join(folder, LAST)
-    tensors, config = decode(path, "checkpoint")
+    try:
+        tensors, config = decode(path, "checkpoint")
+    except ValueError as error:
+        if os.path.isfile(os.path.join(folder, BEST)):
+            raise ValueError(f"{error}; {BEST} in the same folder may be intact: copy it over {LAST} to resume from "
+                             f"the best epoch") from None
+        raise
     try:
         if config["model"] != model.get_config():
             raise ValueError(f"{path}: the checkpoint is of another architecture than the model being trained")
         weights = {key[len("model/"):]: value for key, value in tensors.items() if key.startswith("model/")}
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: the checkpoint's weights do not match the model (missing {missing}, "
-                             f"unexpected {unexpected})")
-        model.optimizer_.load_state_dict(_optimizer_state(tensors, config["optimizer"]))
-        _restore_rng(tensors, config)
+        expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        check_tensors(path, expected, weights, what="the model")
         saved = config["state"]
-    except (KeyError, TypeError, IndexError) as error:
+        state = TrainingState(epoch=_count(saved["epoch"]), step=_count(saved["step"]),
+                              global_step=_count(saved["global_step"]), seen=_count(saved["seen"]),
+                              history=dict(saved["history"]), epochs_done=list(saved["epochs_done"]),
+                              best=saved["best"], fingerprint=dict(saved["fingerprint"]),
+                              totals=tensors.get("state/totals"), order=tensors.get("state/order"))
+        optimizer_state = _optimizer_state(tensors, config["optimizer"])
+        _check_optimizer_state(optimizer_state, model.optimizer_)
+        model.load_state_dict(weights)
+        model.optimizer_.load_state_dict(optimizer_state)
+        _restore_rng(tensors, config)
+    except ValueError as error:
+        if str(error).startswith(path):
+            raise
+        raise ValueError(f"{path}: invalid checkpoint ({error})") from None
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as error:
+        # a key or value that a checkpoint written by `save` always has; RuntimeError: torch refusing a tensor
         raise ValueError(f"{path}: incomplete checkpoint ({type(error).__name__}: {error})") from None
     device = model.device
-    return TrainingState(epoch=saved["epoch"], step=saved["step"], global_step=saved["global_step"],
-                         seen=saved["seen"], history=saved["history"], epochs_done=saved["epochs_done"],
-                         best=saved["best"], fingerprint=saved["fingerprint"],
-                         totals=tensors["state/totals"].to(device) if "state/totals" in tensors else None,
-                         order=tensors["state/order"].to(device) if "state/order" in tensors else None)
+    state.totals = None if state.totals is None else state.totals.to(device)
+    state.order = None if state.order is None else state.order.to(device)
+    return state
+
+
+def _check_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """What torch's load_state_dict does not check and a step would trip on: each parameter's state holds
+    the same entries, and its tensors (moments) have the parameter's shape. TypeError/ValueError otherwise."""
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    kinds = {frozenset(entry) for entry in state["state"].values()}
+    if len(kinds) > 1:
+        raise ValueError(f"the optimizer state differs between parameters ({sorted(sorted(k) for k in kinds)})")
+    for index, entry in state["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"optimizer state for parameter {index}, but the model has {len(params)}")
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[index].shape:
+                raise ValueError(f"optimizer state {index}/{name} has shape {tuple(value.shape)}, its parameter "
+                                 f"{tuple(params[index].shape)}")
+
+
+def _count(value: Any) -> int:
+    """A step or epoch count from the checkpoint's JSON: a non-negative int, else TypeError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"expected a count, found {value!r}")
+    return value
 
 
 def exists(folder: str | None) -> bool:
@@ -170,7 +216,11 @@ def estimated_size(model: Sequential) -> int:
 
 def check_room(folder: str, model: Sequential) -> None:
     """Fail now, not after an hour, when `folder` cannot take a checkpoint (twice: temporary + old file)."""
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"the checkpoint folder {folder!r} cannot be created: {error.strerror or error}") from None
+    remove_stale_temporaries(folder)
     needed = 2 * estimated_size(model)
     free = shutil.disk_usage(folder).free
     if free < needed:
@@ -183,3 +233,14 @@ def check_room(folder: str, model: Sequential) -> None:
         os.unlink(probe)
     except OSError as error:
         raise ValueError(f"the checkpoint folder {folder!r} is not writable: {error.strerror or error}") from None
+
+
+def remove_stale_temporaries(folder: str) -> None:
+    """Delete the temporary files that a process killed while writing a checkpoint leaves behind
+    (`.last.ckpt.*.tmp`); each is as large as a checkpoint and would otherwise stay forever."""
+    for name in os.listdir(folder):
+        if name.startswith((f".{LAST}.", f".{BEST}.")) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass

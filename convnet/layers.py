@@ -17,6 +17,7 @@ Weights are stored in PyTorch's layouts (a Conv2D kernel as (out, in, kh, kw), a
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -178,6 +179,8 @@ class Layer(torch.nn.Module):
               or (self._channels is not None and x.shape[-1] != self._channels)):
             self._check_shape(tuple(x.shape), batched=True)
         weight = next(iter(self._parameters.values()), None)
+        if weight is None:
+            weight = next(iter(self._buffers.values()), None)
         if weight is not None and x.dtype != weight.dtype and not _autocast_on(x.device.type):
             x = x.to(weight.dtype)  # e.g. float64 input to a float32 layer, as Keras casts inputs
         return self.call(x)
@@ -214,7 +217,7 @@ class Layer(torch.nn.Module):
         return [_to_keras(tensor, layout).numpy() for _, tensor, layout in self._variables()]
 
     def keras_weight_shapes(self) -> list[tuple[int, ...]]:
-        return [tuple(_to_keras(tensor, layout).shape) for _, tensor, layout in self._variables()]
+        return [_keras_shape(tuple(tensor.shape), layout) for _, tensor, layout in self._variables()]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Load weights given in Keras's order and layouts (e.g. from `keras_layer.get_weights()`)."""
@@ -303,6 +306,15 @@ def _to_keras(tensor: torch.Tensor, layout: str) -> torch.Tensor:
     if layout == "io":
         return tensor.t().contiguous()  # (O, I) -> (I, O)
     return tensor.contiguous()
+
+
+def _keras_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    """The Keras-layout shape of a stored weight, without touching its data (works on the meta device)."""
+    if layout == "hwio":
+        return (shape[2], shape[3], shape[1], shape[0])
+    if layout == "io":
+        return (shape[1], shape[0])
+    return shape
 
 
 def _from_keras(tensor: torch.Tensor, layout: str) -> torch.Tensor:
@@ -580,7 +592,7 @@ class Flatten(Layer):
     """(N, H, W, C) -> (N, H * W * C) in (H, W, C) order, as Keras (so Dense weights carry over)."""
 
     def call(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C)
+        return x.flatten(1)  # (N, H, W, C) -> (N, H*W*C); also for N = 0
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         if any(d is None for d in input_shape):
@@ -712,17 +724,24 @@ class BatchNormalization(Layer):
 
     def call(self, x: torch.Tensor) -> torch.Tensor:
         channels_first = x.movedim(-1, 1)  # (N, ..., C) -> (N, C, ...): a view, channels_last for images
-        if self.training and self._trainable:
-            out = F.batch_norm(channels_first, None, None, self.gamma, self.beta, True, 0.0, self.epsilon)
-            with torch.no_grad():
-                dims = tuple(range(x.dim() - 1))
-                variance, mean = torch.var_mean(x.detach().float(), dim=dims, unbiased=False)
-                self.moving_mean.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
-                self.moving_variance.mul_(self.momentum).add_(variance, alpha=1 - self.momentum)
-        else:
+        if not (self.training and self._trainable):
             out = F.batch_norm(channels_first, self.moving_mean, self.moving_variance, self.gamma, self.beta,
                                False, 0.0, self.epsilon)
-        return out.movedim(1, -1)
+            return out.movedim(1, -1)
+        dims = tuple(range(x.dim() - 1))
+        if math.prod(x.shape[:-1]) == 0:  # an empty batch: nothing to normalise or learn from
+            return x.clone()
+        if math.prod(x.shape[:-1]) > 1:
+            out = F.batch_norm(channels_first, None, None, self.gamma, self.beta, True, 0.0, self.epsilon).movedim(1, -1)
+        else:  # one value per channel: F.batch_norm refuses it, Keras normalises it (to beta)
+            variance, mean = torch.var_mean(x, dim=dims, unbiased=False)
+            out = (x - mean) / torch.sqrt(variance + self.epsilon)
+            out = out * (1 if self.gamma is None else self.gamma) + (0 if self.beta is None else self.beta)
+        with torch.no_grad():
+            variance, mean = torch.var_mean(x.detach().float(), dim=dims, unbiased=False)
+            self.moving_mean.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
+            self.moving_variance.mul_(self.momentum).add_(variance, alpha=1 - self.momentum)
+        return out
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
         if not self.built:

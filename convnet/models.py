@@ -417,10 +417,14 @@ class Sequential(torch.nn.Module):
                 "layers": [layers_module.serialize(layer) for layer in self._stack]}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Sequential:
+    def from_config(cls, config: dict[str, Any], device: Any = None) -> Sequential:
+        """The model a `get_config()` describes, its weights freshly initialised on `device` (default: CPU;
+        "meta" builds shapes only, allocating nothing)."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ValueError(f"a Sequential config must be a dict with a 'layers' list. Received: {describe(config)}")
         model = cls(name=config.get("name") or "sequential")
+        if device is not None:
+            model._device = torch.device(device)
         if config.get("input_shape") is not None:
             model.add(Input(shape=config["input_shape"]))
         for spec in config["layers"]:

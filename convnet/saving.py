@@ -3,8 +3,9 @@
 Layout:
 - tensors "<layer name>/<weight name>" in Keras's layouts (a Conv2D kernel (kh, kw, in, out)), float32;
 - header metadata "convnet.format" ("model" or "weights"), "convnet.version", "convnet.config" (the
-  architecture, training configuration and user metadata, as JSON) and "convnet.sha256" (a digest of the
-  tensors, so a modified or damaged file is refused).
+  architecture, training configuration and user metadata, as JSON), "convnet.config_sha256" (a digest of
+  that JSON) and "convnet.sha256" (a digest of the tensors), so a modified or damaged file is refused.
+  The metadata is written in sorted order: the same model gives the same bytes.
 
 Loading parses JSON and raw tensors only: no pickle, and only registered layer classes are built, so
 opening a file someone sent you runs no code from it. Files are written atomically (temporary file,
@@ -43,6 +44,7 @@ def atomic_write(path: str, data: bytes) -> None:
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(handle, _file_mode(path))  # mkstemp makes 0600; keep the mode open() would give
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -62,13 +64,23 @@ def atomic_write(path: str, data: bytes) -> None:
         pass
 
 
+def _file_mode(path: str) -> int:
+    """The mode of the file being replaced, else what open() would create under the current umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(tensors):
         tensor = tensors[key].contiguous()
         digest.update(key.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype (bfloat16 too)
     return digest.hexdigest()
 
 
@@ -83,9 +95,21 @@ def _model_tensors(model: Sequential) -> dict[str, torch.Tensor]:
 def encode(tensors: dict[str, torch.Tensor], kind: str, config: dict[str, Any]) -> bytes:
     """safetensors bytes with convnet's header metadata."""
     from safetensors.torch import save
-    metadata = {"convnet.format": kind, "convnet.version": str(FORMAT_VERSION),
-                "convnet.config": json.dumps(config), "convnet.sha256": _digest(tensors)}
-    return save(tensors, metadata=metadata)
+    text = json.dumps(config)
+    metadata = {"convnet.format": kind, "convnet.version": str(FORMAT_VERSION), "convnet.config": text,
+                "convnet.config_sha256": hashlib.sha256(text.encode()).hexdigest(), "convnet.sha256": _digest(tensors)}
+    return _sorted_metadata(save(tensors, metadata=metadata))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """The same file with its header metadata in sorted order: safetensors writes it from a hash map, in
+    an order that changes from process to process, and the same model should give the same bytes."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to a multiple of 8 bytes
+    return struct.pack("<Q", len(text)) + text + data[8 + length:]
 
 
 def decode(path: str, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -112,9 +136,14 @@ def decode(path: str, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
         raise ValueError(f"{path}: damaged tensor data ({error})") from None
     if _digest(tensors) != metadata.get("convnet.sha256"):
         raise ValueError(f"{path}: the weights do not match the file's checksum; the file was modified or damaged")
+    text = metadata.get("convnet.config", "")
+    expected = metadata.get("convnet.config_sha256")  # absent from files written before it was added
+    if expected is not None and hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest() != expected:
+        raise ValueError(f"{path}: the configuration does not match the file's checksum; the file was modified "
+                         f"or damaged")
     try:
-        config = json.loads(metadata.get("convnet.config", ""))
-    except json.JSONDecodeError as error:
+        config = json.loads(text)
+    except (json.JSONDecodeError, TypeError, RecursionError) as error:
         raise ValueError(f"{path}: the configuration is not valid JSON ({error})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: the configuration must be a JSON object")
@@ -133,7 +162,7 @@ def _read_header(path: str, data: bytes) -> dict[str, str]:
                          f"{len(data) - 8} after the length field)")
     try:
         header = json.loads(data[8:8 + length])
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ValueError(f"{foreign} (the header is not JSON)") from None
     if not isinstance(header, dict):
         raise ValueError(f"{foreign} (the header is not a JSON object)")
@@ -142,8 +171,9 @@ def _read_header(path: str, data: bytes) -> dict[str, str]:
         raise ValueError(f"{foreign} (a safetensors file without convnet's metadata; load plain weights with "
                          f"model.load_weights only if they were saved by convnet)")
     for key, entry in header.items():
-        if key != "__metadata__" and isinstance(entry, dict):
-            end = entry.get("data_offsets", [0, 0])[-1]
+        offsets = entry.get("data_offsets") if key != "__metadata__" and isinstance(entry, dict) else None
+        if isinstance(offsets, list) and offsets:  # anything malformed is left to safetensors to refuse
+            end = offsets[-1]
             if isinstance(end, int) and 8 + length + end > len(data):
                 raise ValueError(f"{path}: truncated file (tensor {key!r} ends past the end of the file)")
     return metadata
@@ -164,20 +194,28 @@ def save_model(model: Sequential, filepath: str | os.PathLike) -> None:
     atomic_write(path, encode(_model_tensors(model), "model", config))
 
 
-def _assign(model: Sequential, tensors: dict[str, torch.Tensor], path: str) -> None:
-    """Check every expected tensor is present with its shape, then set the weights."""
-    expected = {}
-    for layer in model.layers:
-        for name, shape in zip(layer.weight_names(), layer.keras_weight_shapes()):
-            expected[f"{layer.name}/{name}"] = shape
+def check_tensors(path: str, expected: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor],
+                  what: str = "the architecture") -> None:
+    """Every expected tensor present, none extra, each of its shape: else a ValueError naming the file."""
     missing = [key for key in expected if key not in tensors]
     extra = [key for key in tensors if key not in expected]
     if missing or extra:
-        raise ValueError(f"{path}: the weights do not match the architecture (missing: {missing or 'none'}; "
+        raise ValueError(f"{path}: the weights do not match {what} (missing: {missing or 'none'}; "
                          f"unexpected: {extra or 'none'})")
     for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise ValueError(f"{path}: weight {key!r} has shape {tuple(tensors[key].shape)}, the layer expects {shape}")
+        if tuple(tensors[key].shape) != tuple(shape):
+            raise ValueError(f"{path}: weight {key!r} has shape {tuple(tensors[key].shape)} in the file, {what} "
+                             f"expects {tuple(shape)}")
+
+
+def _keras_shapes(model: Sequential) -> dict[str, tuple[int, ...]]:
+    return {f"{layer.name}/{name}": shape for layer in model.layers
+            for name, shape in zip(layer.weight_names(), layer.keras_weight_shapes())}
+
+
+def _assign(model: Sequential, tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Check every expected tensor is present with its shape, then set the weights."""
+    check_tensors(path, _keras_shapes(model), tensors)
     for layer in model.layers:
         layer.set_weights([tensors[f"{layer.name}/{name}"].float().numpy() for name in layer.weight_names()])
 
@@ -187,11 +225,14 @@ def load_model(filepath: str | os.PathLike, device: Any = "auto", compile: bool 
     path = _check_path(filepath)
     tensors, config = decode(path, "model")
     try:
-        model = Sequential.from_config(config.get("model"))
+        with torch.device("meta"):  # shapes only, no memory: a crafted file cannot make us allocate huge layers
+            probe = Sequential.from_config(config.get("model"), device="meta")
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: invalid architecture: {error}") from None
-    if not model.built:
+    if not probe.built:
         raise ValueError(f"{path}: the architecture has no input shape")
+    check_tensors(path, _keras_shapes(probe), tensors)
+    model = Sequential.from_config(config["model"])
     _assign(model, tensors, path)
     model.metadata = config.get("metadata") or {}
     compile_config = config.get("compile")

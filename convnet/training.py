@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -143,11 +144,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Raised by `fit` after Ctrl-C (SIGINT): the current step was finished and, with a checkpoint folder,
     a checkpoint was saved. `checkpoint` is its path (or None); `epoch` and `step` say where it stopped."""
 
-    def __init__(self, epoch: int, step: int, checkpoint: str | None):
+    def __init__(self, epoch: int, step: int, checkpoint: str | None, reason: str = "no checkpoint folder was given"):
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
         where = f"epoch {epoch + 1}, step {step}"
-        super().__init__(f"training interrupted at {where}" +
-                         (f"; checkpoint saved to {checkpoint}" if checkpoint else "; no checkpoint folder was given"))
+        super().__init__(f"training interrupted at {where}; " +
+                         (f"checkpoint saved to {checkpoint}" if checkpoint else reason))
 
 
 class _InterruptFlag:
@@ -197,10 +198,12 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_interval = checkpoint_interval
         self.state = checkpoint.TrainingState(epoch=initial_epoch, global_step=0)
+        self.resumed = False
         if checkpoint_dir is not None:
             settings = {"batch_size": batch_size, "shuffle": shuffle,
                         "validation_samples": 0 if validation is None else int(validation[0].shape[0])}
             self.state.fingerprint = checkpoint.data_fingerprint(x, y, settings)
+            self.state.fingerprint["cpu_threads"] = torch.get_num_threads()
             checkpoint.check_room(checkpoint_dir, model)
             if resume and checkpoint.exists(checkpoint_dir):
                 self._resume()
@@ -208,7 +211,13 @@ class Trainer:
     def _resume(self) -> None:
         fingerprint = self.state.fingerprint
         self.state = checkpoint.load(self.checkpoint_dir, self.model)
+        self.resumed = True
         changed = [key for key in fingerprint if self.state.fingerprint.get(key) != fingerprint[key]]
+        if "cpu_threads" in changed:  # summation order in the conv weight gradient depends on it
+            changed.remove("cpu_threads")
+            warnings.warn(f"resuming with {fingerprint['cpu_threads']} CPU threads where the run had "
+                          f"{self.state.fingerprint.get('cpu_threads')}: the result can differ from an "
+                          f"uninterrupted run in the last bits (about 1e-7)", stacklevel=4)
         if changed:
             raise ValueError(f"cannot resume from {self.checkpoint_dir}: the {', '.join(changed)} differ from the "
                              f"run that wrote the checkpoint (use the same data and settings, or another folder)")
@@ -235,6 +244,7 @@ class Trainer:
         for callback in self.callbacks:
             callback.set_model(model)
             callback.set_params({"epochs": self.epochs, "steps": self.steps, "verbose": self.verbose,
+                                 "initial_epoch": state.epoch, "resumed": self.resumed,
                                  "batch_size": self.batch_size})
         model.stop_training = False
         model.history = self.history
@@ -269,7 +279,7 @@ class Trainer:
         model.train()
         for step in range(state.step, self.steps):
             for callback in self.batch_hooks:
-                callback.on_train_batch_begin(step)
+                callback.on_train_batch_begin(step, {})
             start = step * self.batch_size
             index = (slice(start, start + self.batch_size) if state.order is None
                      else state.order[start:start + self.batch_size])
@@ -292,7 +302,9 @@ class Trainer:
             if interrupt.raised:
                 saved = self._save() if bool(torch.isfinite(state.totals).all()) else None
                 progbar.finish(_means(self.names, state.totals, state.seen), step=step + 1)
-                raise TrainingInterrupted(epoch, step + 1, saved)
+                reason = ("no checkpoint folder was given" if self.checkpoint_dir is None else
+                          "no checkpoint written: the weights are no longer finite (the last one is kept)")
+                raise TrainingInterrupted(epoch, step + 1, saved, reason)
             if model.stop_training:
                 break
             if (self.checkpoint_dir is not None and step + 1 < self.steps
