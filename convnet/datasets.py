@@ -1,8 +1,9 @@
-"""Datasets (Fashion-MNIST, MNIST), the two sample photos, and a safe loader for a user's own images.
+"""Datasets (Fashion-MNIST, MNIST, synthetic shapes), the two sample photos, and a safe loader for a user's
+own images.
 
     >>> from convnet import datasets
     >>> datasets.list_datasets()
-    ['fashion-mnist', 'mnist']
+    ['fashion-mnist', 'mnist', 'shapes']
     >>> datasets.fashion_mnist.class_names[:3], datasets.fashion_mnist.input_shape
     (('T-shirt/top', 'Trouser', 'Pullover'), (28, 28, 1))
     >>> (x_train, y_train), (x_test, y_test) = datasets.fashion_mnist.load_data()  # doctest: +SKIP
@@ -39,14 +40,16 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Protocol, Union
 
 import numpy as np
 
 from ._checks import check_bool, check_int, check_str, describe, int_tuple, unknown_name
+from .shapes import ShapesDataset
 
-__all__ = ["IdxDataset", "DatasetNotFoundError", "FILE_NAMES", "fashion_mnist", "mnist", "list_datasets",
-           "get_dataset", "read_idx", "load_sample_image", "list_sample_images", "load_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["Dataset", "IdxDataset", "DatasetNotFoundError", "FILE_NAMES", "fashion_mnist", "mnist", "shapes",
+           "list_datasets", "get_dataset", "read_idx", "load_sample_image", "list_sample_images", "load_image",
+           "DEFAULT_MAX_PIXELS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 ImageSource = Union[PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -461,10 +464,26 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
-_DATASETS: dict[str, IdxDataset] = {}
+class Dataset(Protocol):
+    """What a registered dataset provides: IdxDataset (files) and shapes.ShapesDataset (drawn) both do."""
+
+    name: str
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    def load_data(self, data_dir: PathLike | None = None
+                  ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]: ...
 
 
-def _register(dataset: IdxDataset) -> IdxDataset:
+_DATASETS: dict[str, Dataset] = {}
+
+
+def _register(dataset: Dataset) -> Dataset:
     _DATASETS[dataset.name] = dataset
     return dataset
 
@@ -479,7 +498,7 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(fnmatch.filter(_DATASETS, pattern.lower()))
 
 
-def get_dataset(name: str, argument: str = "name") -> IdxDataset:
+def get_dataset(name: str, argument: str = "name") -> Dataset:
     """The registered dataset called `name` (case-insensitive; "fashion_mnist" works too); `argument`
     names the caller's argument in errors.
 
@@ -515,6 +534,8 @@ mnist = _register(IdxDataset(
             "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
     mirrors=["https://storage.googleapis.com/cvdf-datasets/mnist/"],
 ))
+
+shapes = _register(ShapesDataset())  # drawn on demand (convnet/shapes.py); data_dir is ignored
 
 
 _SAMPLE_IMAGES = ("china.jpg", "flower.jpg")
@@ -602,6 +623,7 @@ def load_image(source: ImageSource, size: int | Sequence[int] | None = None, cha
     if max_pixels is not None:
         max_pixels = check_int("max_pixels", max_pixels, minimum=1)
     stream, name = _open_image(source)
+    start = 0 if isinstance(stream, str) else stream.tell()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check below says more
@@ -624,6 +646,8 @@ def load_image(source: ImageSource, size: int | Sequence[int] | None = None, cha
                 image = ImageOps.exif_transpose(image)
         except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error...
             raise ValueError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})") from None
+        if image.format == "PNG":
+            _check_png(_read_back(stream, start), name)
         pixels = _pixels(image, name)  # (H, W) or (H, W, 3)
     if channels == 1 and pixels.ndim == 3:
         r, g, b = (pixels[..., i].astype(np.uint32) for i in range(3))
@@ -664,6 +688,55 @@ def _open_image(source: Any) -> tuple[str | BinaryIO, str]:
     if not data:
         raise ValueError(f"{name}: empty input (0 bytes), not an image")
     return io.BytesIO(data), name
+
+
+def _read_back(stream: str | BinaryIO, start: int) -> bytes:
+    """The whole file that Image.open read, from its path or from `start` in its stream."""
+    if isinstance(stream, str):
+        with open(stream, "rb") as handle:
+            return handle.read()
+    position = stream.tell()
+    stream.seek(start)
+    data = stream.read()
+    stream.seek(position)
+    return data
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel (PNG spec, 11.2.2)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png(data: bytes, name: str) -> None:
+    """What Pillow does not check: every chunk's CRC (Pillow skips the image data's), and image data that
+    inflates to exactly the size the header declares (Pillow zero-fills the rows of data that ends early)."""
+    position, inflater, inflated, expected = 8, zlib.decompressobj(), 0, None
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        crc = data[position + 8 + length:position + 12 + length]
+        if len(body) < length or len(crc) < 4 or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            raise ValueError(f"{name}: corrupt PNG: the {kind.decode('latin-1')!r} chunk at byte {position} "
+                             f"fails its CRC check{' (truncated)' if len(crc) < 4 else ''}")
+        if kind == b"IHDR" and length == 13:
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            bits = depth * _PNG_CHANNELS.get(colour, 1)
+            passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+            expected = sum(-(-(height - y) // dy) * (1 + (-(-(width - x) // dx) * bits + 7) // 8)  # filter byte + row
+                           for x, y, dx, dy in passes if width > x and height > y)
+        elif kind == b"IDAT" and expected is not None:
+            try:
+                inflated += len(inflater.decompress(body, expected + 1 - inflated))  # bounded: no bomb
+            except zlib.error as error:
+                raise ValueError(f"{name}: corrupt PNG image data ({error})") from None
+            if inflater.unconsumed_tail or inflated > expected:
+                break
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    if expected is not None and (inflated != expected or not inflater.eof):
+        raise ValueError(f"{name}: corrupt PNG: the image data holds {inflated if inflated <= expected else 'more'} "
+                         f"bytes{'' if inflater.eof else ' and does not end properly'}, the header declares "
+                         f"{expected}")
 
 
 def _pixels(image: Any, name: str) -> np.ndarray:

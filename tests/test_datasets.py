@@ -145,7 +145,7 @@ def test_fashion_mnist_attributes():
     assert repr(ds) == "IdxDataset('fashion-mnist': 10 classes, 60000 train and 10000 test images of 28x28)"
 
 
-@pytest.mark.parametrize("name", datasets.list_datasets())
+@pytest.mark.parametrize("name", datasets.list_datasets("*mnist"))
 def test_registered_datasets(name):
     ds = datasets.get_dataset(name)
     assert ds.name == name and ds.num_classes == len(ds.class_names) == 10
@@ -154,11 +154,11 @@ def test_registered_datasets(name):
 
 
 def test_registry_lookup():
-    assert datasets.list_datasets() == ["fashion-mnist", "mnist"]
+    assert datasets.list_datasets() == ["fashion-mnist", "mnist", "shapes"]
     assert datasets.list_datasets("fash*") == ["fashion-mnist"]
     assert datasets.get_dataset("Fashion_MNIST") is datasets.fashion_mnist
     with pytest.raises(ValueError, match=r"`name`: unknown dataset 'fashon-mnist'\. Did you mean 'fashion-mnist'"
-                                         r".*Available: fashion-mnist, mnist\."):
+                                         r".*Available: fashion-mnist, mnist, shapes\."):
         datasets.get_dataset("fashon-mnist")
     with pytest.raises(TypeError, match=r"`name` must be a string\. Received: name=3 \(type int\)"):
         datasets.get_dataset(3)
