@@ -44,7 +44,9 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kind = str
         shown = "" if item.default is None else f" (default: {item.default})"
-        parser.add_argument(_flag(item.name), dest=item.name, type=kind, default=item.default,
+        # SUPPRESS: only the options given on the command line appear in the namespace, so a recipe can
+        # tell them from defaults
+        parser.add_argument(_flag(item.name), dest=item.name, type=kind, default=argparse.SUPPRESS,
                             metavar=item.name.upper(), help=item.metadata.get("help", "") + shown)
 
 
@@ -59,9 +61,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.resume)
         print(f"Resuming the run in {args.resume} (its saved settings are used)", flush=True)
     else:
-        config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+        config = TrainConfig(**given).with_recipe(keep=given)
     try:
         result = train(config, resume=bool(args.resume))
+    except OSError as error:  # a disk that fills up or fails during training: say what is kept
+        folder = config.out or "the run folder"
+        last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
+        kept = (f"the last checkpoint is intact: {last}; free some space and resume with: convnet train --resume "
+                f"{folder}" if os.path.exists(last) else "no checkpoint was written yet")
+        print(f"convnet train: error: writing failed ({error.strerror or error}); {kept}", file=sys.stderr)
+        return EXIT_FAILED
     except TrainingInterrupted as interrupted:
         folder = config.out or os.path.dirname(os.path.dirname(interrupted.checkpoint or ""))
         print(f"Interrupted at epoch {interrupted.epoch + 1}, step {interrupted.step}.", file=sys.stderr)
@@ -183,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_inspect import add_commands
     add_commands(commands)
+    from .experiments import add_cli as add_experiment
+    add_experiment(commands)
+    from .bench import add_cli as add_bench
+    add_bench(commands)
     return parser
 
 
@@ -204,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"convnet {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head`, say: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -141,7 +141,7 @@ def list_optimizers() -> list[str]:
     return sorted(_NAMED)
 
 
-def get(identifier: str | Optimizer | dict, learning_rate: float | None = None) -> Optimizer:
+def get(identifier: str | Optimizer | dict, learning_rate: float | LearningRateSchedule | None = None) -> Optimizer:
     """An optimizer description from a name ("nadam", "adam", "sgd", "rmsprop", ...), an Optimizer, or a
     serialized {"class_name", "config"} dict; `learning_rate` overrides the default."""
     if isinstance(identifier, Optimizer):

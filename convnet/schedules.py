@@ -4,7 +4,7 @@
     >>> from convnet import optimizers, schedules
     >>> schedule = schedules.OneCycle(max_learning_rate=0.003, total_steps=100)
     >>> optimizer = optimizers.Nadam(learning_rate=schedule)
-    >>> round(schedule(0), 6), round(schedule(25), 6), round(schedule(100), 9)
+    >>> round(schedule(0), 6), round(schedule(24), 6), round(schedule(99), 9)   # start, peak, last step
     (0.00012, 0.003, 1.2e-08)
 
 A schedule whose length is left open (`total_steps=None`, `decay_steps=None`) is fitted to the training
@@ -58,7 +58,8 @@ class Constant(LearningRateSchedule):
 
 class OneCycle(LearningRateSchedule):
     """Smith's one-cycle policy, as torch.optim.lr_scheduler.OneCycleLR: from max / div_factor up to the
-    maximum over the first `pct_start` of the run, then down to max / (div_factor * final_div_factor)."""
+    maximum over the first `pct_start` of the `total_steps` steps, then down to
+    max / (div_factor * final_div_factor) at the last step."""
 
     length_attribute = "total_steps"
 
@@ -82,10 +83,10 @@ class OneCycle(LearningRateSchedule):
             return initial  # known before fit fixes the run's length
         total = self._length()
         final = initial / self.final_div_factor
-        peak = self.pct_start * total
-        if step <= peak and peak > 0:
+        peak = self.pct_start * total - 1  # PyTorch's phase boundaries: the peak, then the last step
+        if step <= peak:
             return self._blend(initial, self.max_learning_rate, step / peak)
-        fraction = min((step - peak) / max(total - peak, 1), 1.0)
+        fraction = min((step - max(peak, 0)) / max(total - 1 - max(peak, 0), 1), 1.0)
         return self._blend(self.max_learning_rate, final, fraction)
 
     def get_config(self) -> dict[str, Any]:

@@ -16,11 +16,12 @@ from ._checks import check_int, unknown_name
 from .models import Sequential
 
 
-def _seed_trunk(input_shape: Sequence[int]) -> list[L.Layer]:
+def _seed_trunk(input_shape: Sequence[int], augmentation: Sequence[L.Layer] = ()) -> list[L.Layer]:
     """The seed's convolutional part: 64 7x7 filters, then two blocks of two 3x3 convolutions, each block
     doubling the filters after a 2x2 max pool."""
     return [
         L.Input(shape=input_shape),
+        *augmentation,
         L.Conv2D(64, 7, activation="relu", padding="same"),
         L.MaxPooling2D(2),
         L.Conv2D(128, 3, activation="relu", padding="same"),
@@ -33,19 +34,21 @@ def _seed_trunk(input_shape: Sequence[int]) -> list[L.Layer]:
     ]
 
 
-def seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> Sequential:
+def seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
+             augmentation: Sequence[L.Layer] = ()) -> Sequential:
     """The seed's Fashion-MNIST CNN, exactly: 1,406,218 parameters for 28x28x1 inputs and 10 classes."""
     num_classes = check_int("num_classes", num_classes, minimum=2)
-    return Sequential([*_seed_trunk(input_shape),
+    return Sequential([*_seed_trunk(input_shape, augmentation),
                        L.Dense(128, activation="relu"),
                        L.Dropout(0.5),
                        L.Dense(num_classes, activation="softmax")], name="seed_cnn")
 
 
-def homl_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> Sequential:
+def homl_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
+             augmentation: Sequence[L.Layer] = ()) -> Sequential:
     """The book's version of the seed CNN, with one more Dense(64) + Dropout(0.5): 1,413,834 parameters."""
     num_classes = check_int("num_classes", num_classes, minimum=2)
-    return Sequential([*_seed_trunk(input_shape),
+    return Sequential([*_seed_trunk(input_shape, augmentation),
                        L.Dense(128, activation="relu"),
                        L.Dropout(0.5),
                        L.Dense(64, activation="relu"),
@@ -53,12 +56,14 @@ def homl_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) ->
                        L.Dense(num_classes, activation="softmax")], name="homl_cnn")
 
 
-def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> Sequential:
+def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
+           augmentation: Sequence[L.Layer] = ()) -> Sequential:
     """LeNet-5 (LeCun et al., 1998) in its common modern form: tanh, average pooling, a softmax output
     instead of RBF units; SAME padding in C1 stands in for the original 32x32 input. 61,706 parameters."""
     num_classes = check_int("num_classes", num_classes, minimum=2)
     return Sequential([
         L.Input(shape=input_shape),
+        *augmentation,
         L.Conv2D(6, 5, activation="tanh", padding="same", name="c1"),
         L.AveragePooling2D(2, name="s2"),
         L.Conv2D(16, 5, activation="tanh", name="c3"),
@@ -78,7 +83,8 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str, **kwargs: Any) -> Sequential:
-    """A fresh preset by name ("seed", "homl", "lenet5"); kwargs: input_shape, num_classes."""
+    """A fresh preset by name ("seed", "homl", "lenet5"); kwargs: input_shape, num_classes, augmentation (layers
+    placed right after the input, such as convnet.augment.RandomFlip)."""
     if name not in _REGISTRY:
         raise unknown_name("model", name, _REGISTRY, argument="model")
     return _REGISTRY[name](**kwargs)

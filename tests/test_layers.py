@@ -15,7 +15,7 @@ import torch
 import convnet.activations
 import convnet.initializers
 import convnet.layers
-from convnet import initializers, layers, models, nn
+from convnet import augment, initializers, layers, models, nn
 
 from .reference import avg_pool_ref, conv2d_ref, depth_max_pool_ref, max_pool_ref
 
@@ -718,6 +718,11 @@ EXAMPLES = {  # one instance per registered class, with non-default arguments wh
     "Lambda": lambda: layers.Lambda(lambda x: x * 2),
     "MaxPooling2D": lambda: layers.MaxPooling2D((2, 3), padding="same"),
     "Rescaling": lambda: layers.Rescaling(0.5, offset=1.0),
+    "RandomFlip": lambda: augment.RandomFlip("horizontal"),
+    "RandomTranslation": lambda: augment.RandomTranslation(0.1, (-0.2, 0.1), fill_mode="constant", fill_value=0.5),
+    "RandomRotation": lambda: augment.RandomRotation(0.05, fill_mode="nearest"),
+    "RandomCrop": lambda: augment.RandomCrop(4, 5),
+    "RandomErasing": lambda: augment.RandomErasing(probability=1.0, scale=(0.1, 0.2), value=0.5),
 }
 UNSERIALISABLE = {"Lambda"}  # holds code; files never carry code
 
