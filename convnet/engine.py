@@ -61,8 +61,11 @@ def prepare_model(model: Sequential) -> None:
     """Store 4-D weights (conv kernels) channels_last, the layout their inputs arrive in."""
     with torch.no_grad():
         for parameter in model.parameters():
-            if parameter.dim() == 4 and not parameter.is_contiguous(memory_format=torch.channels_last):
-                parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+            if parameter.dim() == 4:
+                # .to() sets channels_last strides even where a size-1 axis makes both layouts "contiguous"
+                # (a first layer's (64, 1, 7, 7) kernel): oneDNN reads the strides, and NCHW-looking strides
+                # make it convert the gradients of that layer to NCHW in every backward pass
+                parameter.data = parameter.data.to(memory_format=torch.channels_last)
 
 
 class Engine:
