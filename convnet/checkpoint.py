@@ -144,13 +144,7 @@ def load(folder: str, model: Sequential) -> TrainingState:
         ValueError: a damaged file (named), or a checkpoint of another architecture.
     """
     path = os.path.join(folder, LAST)
-    try:
-        tensors, config = decode(path, "checkpoint")
-    except ValueError as error:
-        if os.path.isfile(os.path.join(folder, BEST)):
-            raise ValueError(f"{error}; {BEST} in the same folder may be intact: copy it over {LAST} to resume from "
-                             f"the best epoch") from None
-        raise
+    tensors, config = _decode(folder)
     try:
         if config["model"] != model.get_config():
             raise ValueError(f"{path}: the checkpoint is of another architecture than the model being trained")
@@ -179,6 +173,23 @@ def load(folder: str, model: Sequential) -> TrainingState:
     state.totals = None if state.totals is None else state.totals.to(device)
     state.order = None if state.order is None else state.order.to(device)
     return state
+
+
+def verify(folder: str) -> None:
+    """Check `folder/last.ckpt` is an intact checkpoint (digests, format) without loading it into a model:
+    `convnet train --resume` calls this before spending time on the data. ValueError naming the file if not."""
+    _decode(folder)
+
+
+def _decode(folder: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = os.path.join(folder, LAST)
+    try:
+        return decode(path, "checkpoint")
+    except ValueError as error:
+        if os.path.isfile(os.path.join(folder, BEST)):
+            raise ValueError(f"{error}; {BEST} in the same folder may be intact: copy it over {LAST} to resume from "
+                             f"the best epoch") from None
+        raise
 
 
 def _check_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:

@@ -56,6 +56,7 @@ def _int_or_str(value: str) -> int | str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .runs import CHECKPOINTS, TrainConfig, load_config, train
+    from .datasets import DatasetNotFoundError
     from .training import TrainingInterrupted
     if args.resume:
         config = load_config(args.resume)
@@ -65,6 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(**given).with_recipe(keep=given)
     try:
         result = train(config, resume=bool(args.resume))
+    except DatasetNotFoundError:
+        raise  # missing input, reported by main() as a usage error; nothing was written
     except OSError as error:  # a disk that fills up or fails during training: say what is kept
         folder = config.out or "the run folder"
         last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
@@ -89,7 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     metrics = result.metrics
     print(f"Test accuracy: {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_images']} test images; training took {metrics['train_seconds']:.1f} s on "
-          f"{metrics['device']}")
+          f"{metrics['device']}{' (this process, since resuming)' if metrics['resumed'] else ''}")
     print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json, "
           f"{CHECKPOINTS}/")
     return 0
@@ -120,23 +123,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
-    from .datasets import load_image
+    from .cli_inspect import _for_model, _Image
     model = _load(args.model, args.device)
-    height, width, channels = model.input_shape
     names = model.metadata.get("class_names")
-    scale = float(model.metadata.get("preprocessing", {}).get("scale", 1.0))
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1. Received: {args.top_k}")
     for path in args.images:
-        original = load_image(path)
-        image = load_image(path, size=(height, width), channels=channels)
-        changes = []
-        if original.shape[:2] != (height, width):
-            changes.append(f"resized from {original.shape[1]}x{original.shape[0]} to {width}x{height}")
-        if original.shape[2] != channels:
-            changes.append(f"converted from {original.shape[2]} to {channels} channel(s)")
-        probabilities = model.predict(image[None].astype(np.float32) * scale, verbose=0)[0]
-        print(path + (f"  (note: {', '.join(changes)} to fit the model)" if changes else ""))
+        pixels, note = _for_model(model, _Image(path=path))  # resized and converted to fit, and scaled
+        probabilities = model.predict(pixels[None], verbose=0)[0]
+        print(note or path)
         for rank, index in enumerate(np.argsort(-probabilities)[:args.top_k], start=1):
             label = names[index] if names and index < len(names) else str(index)
             print(f"  {rank}. {label:<14} {probabilities[index] * 100:6.2f}%")

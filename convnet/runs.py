@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import callbacks as callbacks_module
+from . import checkpoint
 from . import zoo
 from . import schedules
 from ._checks import check_choice, check_float, check_int, unknown_name
@@ -207,6 +208,9 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     folder = prepare_folder(config.out or default_folder(config))
     if not resume:
         _write_json(os.path.join(folder, CONFIG_FILE), dataclasses.asdict(config))
+    resumed = resume and checkpoint.exists(os.path.join(folder, CHECKPOINTS))
+    if resumed:
+        checkpoint.verify(os.path.join(folder, CHECKPOINTS))  # a damaged file is refused before the data loads
     set_random_seed(config.seed)
     x_train, y_train, x_val, y_val, x_test, y_test = load_split(config)
     dataset = get_dataset(config.dataset)
@@ -234,6 +238,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     model.save(os.path.join(folder, "model.convnet"))
     metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_seconds": round(train_seconds, 2),
+               "resumed": resumed,
                "epochs_run": len(history.epoch), "train_images": len(x_train), "val_images": len(x_val),
                "test_images": len(x_test), "device": str(model.device), "environment": environment()}
     _write_json(os.path.join(folder, "metrics.json"), metrics)

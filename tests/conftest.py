@@ -9,6 +9,10 @@ import pytest
 
 matplotlib.use("Agg")
 
+# CI sets CONVNET_DATA=../shared/data, relative to the checkout; tests run commands in other folders.
+if os.environ.get("CONVNET_DATA"):
+    os.environ["CONVNET_DATA"] = os.path.abspath(os.environ["CONVNET_DATA"])
+
 import convnet  # noqa: E402
 from convnet import layers  # noqa: E402
 

@@ -49,6 +49,24 @@ def test_train_prints_validation_and_test_accuracy(tmp_path, fashion, capsys):
     assert f"Run saved in {tmp_path / 'r'}" in out
 
 
+def test_train_without_the_data_is_a_usage_error_that_writes_nothing(tmp_path, monkeypatch, capsys):
+    """Missing dataset files are the user's input, not a failed write: exit 2, no advice about free space."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setenv("CONVNET_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("CONVNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    code = main(["train", "--model", "lenet5", "--epochs", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("convnet train: error: fashion-mnist: the files") and "free some space" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
 def test_evaluate_uses_the_dataset_recorded_in_the_model(quick_run, capsys):
     assert main(["evaluate", str(quick_run / "model.convnet"), "--limit", "300", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
