@@ -218,20 +218,10 @@ def _class_name(model: Sequential, index: int) -> str:
     return str(names[index]) if isinstance(names, (list, tuple)) and index < len(names) else f"class {index}"
 
 
-def _gradcam_layer(model: Sequential) -> str:
-    """The last Conv2D whose maps are larger than 1x1 (a 1x1 map cannot say where), else the last Conv2D."""
-    from . import layers
-    from .explain import _last_conv
-    shapes = {row["name"]: row["output_shape"] for row in model.layer_table()}
-    spatial = [item.name for item in model.layers if isinstance(item, layers.Conv2D)
-               and shapes[item.name][1] * shapes[item.name][2] > 1]
-    return spatial[-1] if spatial else _last_conv(model, "explain").name
-
-
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ._checks import unknown_name
     from .cli import UsageError
-    from .explain import explain
+    from .explain import default_cam_layer, explain
     if args.method not in EXPLAIN_METHODS:
         raise unknown_name("explanation method", args.method, EXPLAIN_METHODS, argument="--method")
     method = EXPLAIN_METHODS[args.method]
@@ -244,7 +234,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                          f"Received: {args.class_index}")
     image = _Image(path=args.image)
     pixels, note = _for_model(model, image)
-    options = {"layer": args.layer or _gradcam_layer(model)} if method == "grad_cam" else {}
+    options = {"layer": args.layer or default_cam_layer(model).name} if method == "grad_cam" else {}
     result = explain(model, pixels, method=method, class_index=args.class_index, **options)
     probabilities = model.predict(pixels[None], verbose=0)[0]  # (classes,)
     top = int(probabilities.argmax())

@@ -180,6 +180,14 @@ def _last_conv(model: Sequential, op: str) -> layers_module.Layer:
     return convs[-1]
 
 
+def default_cam_layer(model: Sequential) -> layers_module.Layer:
+    """Grad-CAM's default layer: the last Conv2D with maps larger than 1x1, else the last Conv2D."""
+    shapes = {row["name"]: row["output_shape"] for row in model.layer_table()}
+    spatial = [item for item in model.layers if isinstance(item, layers_module.Conv2D)
+               and (shapes[item.name][1] or 2) * (shapes[item.name][2] or 2) > 1]
+    return spatial[-1] if spatial else _last_conv(model, "grad_cam")
+
+
 @contextlib.contextmanager
 def _inference(model: Sequential) -> Iterator[None]:
     """Inference mode (Dropout off, BatchNormalization on moving statistics); each module's mode restored."""
@@ -304,14 +312,15 @@ def grad_cam(model: Sequential, image: Any, layer: Any = None, class_index: int 
     Args:
         model: a built classifier; the score is taken before its final softmax.
         image: (H, W, C) or (1, H, W, C), as the model takes it.
-        layer: a layer with (h, w, K) outputs, by name, index or object; default: the last Conv2D.
+        layer: a layer with (h, w, K) outputs, by name, index or object; default: the last Conv2D whose maps
+            are larger than 1x1 (a 1x1 map cannot say where: LeNet-5's c5), else the last Conv2D.
         class_index: the class to explain; default: the predicted one.
 
     Returns:
         float32 (H, W) map in [0, 1] (all zeros when no position supports the class).
     """
     model = _check_model(model)
-    target = _last_conv(model, "grad_cam") if layer is None else resolve_layer(model, layer, op="grad_cam")
+    target = default_cam_layer(model) if layer is None else resolve_layer(model, layer, op="grad_cam")
     x = prepare_image(model, image).requires_grad_(True)  # (1, H, W, C); the maps need a graph even when frozen
     with _inference(model), torch.enable_grad(), _capture([target]) as captured:
         scores = _class_scores(model, x, "grad_cam")

@@ -475,3 +475,14 @@ def test_cuda_matches_cpu(trained):
         assert explain.top_activations(model, "conv2d", 0, images, k=3).patches.shape == (3, 3, 3, 1)
     finally:
         model.to("cpu")
+
+
+def test_grad_cam_default_layer_skips_maps_that_cannot_localise():
+    """LeNet-5's last conv (c5) has 1x1 maps: Grad-CAM defaults to c3, the last conv with a spatial grid."""
+    from convnet import zoo
+    from convnet.explain import default_cam_layer
+    assert default_cam_layer(zoo.lenet5()).name == "c3"
+    from .conftest import tiny_cnn
+    model = tiny_cnn()
+    convs = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]
+    assert default_cam_layer(model) is convs[-1]
