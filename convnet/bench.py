@@ -41,6 +41,7 @@ class BenchConfig:
     keras_backend: str | None = None  # default: tensorflow on a CPU, jax on a GPU
     out: str = "bench.json"
     data_dir: str | None = None
+    predict_images: int = 10000     # test images each contestant predicts (fewer only for quick checks)
 
 
 def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
@@ -126,6 +127,23 @@ def _contestants(config: BenchConfig, device: str) -> list[tuple[str, list[str],
     return items
 
 
+def left_out(config: BenchConfig, device: str) -> dict[str, str]:
+    """The peers not run on this device, each with the reason (printed under the table, kept in the JSON)."""
+    from .engine import native_bf16
+    import torch
+    if not config.peers:
+        return {}
+    reasons = {}
+    if not native_bf16(torch.device(device)):
+        reasons["pytorch channels_last bf16"] = (f"{device} has no native bf16 kernels; emulated bf16 would be "
+                                                 f"an unfair, many times slower contestant")
+    if not device.startswith("cuda"):
+        reasons["pytorch torch.compile bf16, CUDA graph bf16"] = "GPU-only peers"
+    if not (config.keras_python or os.environ.get("CONVNET_KERAS_PYTHON")):
+        reasons["keras 3"] = "no --keras-python (a Python with Keras installed) was given"
+    return reasons
+
+
 def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Measure every contestant at every batch size, `repeats` times, round by round; returns the results
     (also written as JSON to `config.out`)."""
@@ -136,6 +154,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     steps = config.steps or (300 if device.startswith("cuda") else 20)
     check_int("steps", steps, minimum=1)
     check_int("repeats", config.repeats, minimum=1)
+    check_int("predict_images", config.predict_images, minimum=1)
     for bs in config.batch_sizes:
         check_int("batch_size", bs, minimum=1)
     from .datasets import fashion_mnist
@@ -149,7 +168,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         np.save(os.path.join(data, "x_train.npy"), x_train)
         np.save(os.path.join(data, "y_train.npy"), y_train)
-        np.save(os.path.join(data, "x_test.npy"), x_test)
+        np.save(os.path.join(data, "x_test.npy"), x_test[:config.predict_images])
         for repeat in range(config.repeats):
             for bs in config.batch_sizes:
                 for name, command, env in contestants:
@@ -163,8 +182,9 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
                     log(f"[round {repeat + 1}/{config.repeats}] batch {bs:>5}  {name:<28} {shown}")
     peak = measured_peak(device)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "environment": environment(),
-              "steps": steps, "repeats": config.repeats, "peak": peak, "train_gflop_per_image": TRAIN_GFLOP_PER_IMAGE,
-              "results": results, "summary": summarise(results, peak["gflops"])}
+              "steps": steps, "repeats": config.repeats, "predict_images": min(config.predict_images, len(x_test)),
+              "peak": peak, "train_gflop_per_image": TRAIN_GFLOP_PER_IMAGE,
+              "results": results, "summary": summarise(results, peak["gflops"]), "left_out": left_out(config, device)}
     with open(config.out, "w") as stream:
         json.dump(report, stream, indent=2)
     return report
@@ -240,6 +260,8 @@ def add_cli(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--keras-backend", help="Keras backend for the peer (default: tensorflow on CPU, jax on GPU)")
     bench.add_argument("--data-dir", help="folder holding fashion-mnist (default: $CONVNET_DATA, the cache)")
     bench.add_argument("--out", default="bench.json", help="where to write the JSON results")
+    bench.add_argument("--predict-images", type=int, default=10000,
+                       help="test images each contestant predicts (default: all 10000)")
     bench.set_defaults(run=_cmd_bench)
 
 
@@ -251,13 +273,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                          f"{args.batch_size!r}") from None
     config = BenchConfig(device=args.device, batch_sizes=sizes, steps=args.steps, repeats=args.repeats,
                          peers=args.peers, keras_python=args.keras_python, keras_backend=args.keras_backend,
-                         out=args.out, data_dir=args.data_dir)
+                         out=args.out, data_dir=args.data_dir, predict_images=args.predict_images)
     report = run(config, log=lambda line: print(line, flush=True))
     env = report["environment"]
     print(f"\nDevice: {report['device']} ({env['processor']}, {env['cpu_threads']} threads; CUDA: {env['cuda_device']}); "
           f"torch {env['torch']}; {report['repeats']} runs x {report['steps']} steps each; peak "
           f"{report['peak']['gflops']:,.0f} GFLOP/s ({report['peak']['what']}); {report['date']}\n")
     print(table(report))
+    for name, reason in report["left_out"].items():
+        print(f"Not run: {name} ({reason})")
     print(f"\nWritten: {config.out}")
     return 0
 

@@ -1,0 +1,83 @@
+"""`convnet bench`: what it measures and reports (never how fast: speed is not asserted in tests)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from convnet import bench
+from convnet.cli import main
+
+
+def fake_results() -> dict:
+    run = lambda train, predict: {"train_img_s": train, "predict_img_s": predict}  # noqa: E731
+    return {"convnet": {"32": [run(200, 500), run(180, 520), run(220, 510)], "128": [run(300, 600)]},
+            "peer a": {"32": [run(100, 400), run(150, 420), {"error": "crashed"}], "128": [run(400, 700)]},
+            "peer b": {"32": [run(160, 300)]}}
+
+
+def test_summary_takes_medians_and_divides_by_the_best_peer():
+    summary = bench.summarise(fake_results(), peak_gflops=100.0)
+    convnet32 = summary["convnet"]["32"]
+    assert convnet32["train"] == {"median": 200, "min": 180, "max": 220}
+    assert convnet32["predict"]["median"] == 510
+    assert convnet32["ratio_to_best_peer"] == pytest.approx(200 / 160)  # peer b's 160 beats peer a's median 125
+    assert summary["peer a"]["32"]["train"]["median"] == 125  # the failed run is left out, not counted as 0
+    assert summary["convnet"]["128"]["ratio_to_best_peer"] == pytest.approx(300 / 400)
+    assert convnet32["percent_of_peak"] == pytest.approx(100 * 200 * bench.TRAIN_GFLOP_PER_IMAGE / 100.0)
+    assert "ratio_to_best_peer" not in summary["peer a"]["32"]
+
+
+def test_table_has_a_row_per_contestant_and_marks_missing_batch_sizes():
+    report = {"summary": bench.summarise(fake_results(), peak_gflops=100.0)}
+    lines = bench.table(report).splitlines()
+    assert lines[0].startswith("| contestant | train, batch 32 (img/s) | train, batch 128 (img/s) | predict")
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert set(rows) == {"convnet", "peer a", "peer b"}
+    assert "200 (180-220), 1.25x best peer" in rows["convnet"]
+    assert "| - |" in rows["peer b"]  # peer b was not run at batch 128
+
+
+def test_peers_left_out_are_named_with_the_reason(monkeypatch):
+    monkeypatch.setattr("convnet.engine.native_bf16", lambda device: False)
+    monkeypatch.delenv("CONVNET_KERAS_PYTHON", raising=False)
+    reasons = bench.left_out(bench.BenchConfig(peers=True), "cpu")
+    assert "no native bf16" in reasons["pytorch channels_last bf16"]
+    assert "--keras-python" in reasons["keras 3"]
+    assert bench.left_out(bench.BenchConfig(peers=False), "cpu") == {}
+
+
+def test_a_real_quick_bench_runs_every_contestant_in_its_own_process(tmp_path, fashion, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--device", "cpu", "--batch-size", "8", "--steps", "2", "--repeats", "1", "--peers",
+                 "--predict-images", "100", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"convnet", "pytorch eager fp32", "pytorch channels_last fp32"}
+    for name, by_batch in report["results"].items():
+        assert set(by_batch) == {"8"}
+        for runs in by_batch.values():
+            assert len(runs) == 1 and runs[0]["train_img_s"] > 0 and runs[0]["predict_img_s"] > 0, (name, runs)
+    assert report["predict_images"] == 100 and report["steps"] == 2 and report["peak"]["gflops"] > 0
+    assert report["environment"]["torch"] and report["device"] == "cpu"
+    assert "ratio_to_best_peer" in report["summary"]["convnet"]["8"]
+    assert "| convnet |" in printed and f"Written: {out}" in printed
+    assert "Not run: keras 3" in printed or os.environ.get("CONVNET_KERAS_PYTHON")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "32,big"], "--batch-size must be comma-separated integers"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--repeats", "0"], "repeats"),
+    (["--steps", "5000", "--batch-size", "128"], "lower --steps"),
+    (["--predict-images", "0"], "predict_images"),
+    pytest.param(["--device", "cuda"], "cuda", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_bad_settings_are_refused_before_anything_runs(argv, message, fashion, tmp_path, capsys):
+    assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "b.json"), *argv]) == 2  # a later --device wins
+    err = capsys.readouterr().err
+    assert err.startswith("convnet bench: error: ") and message in err, err
+    assert not (tmp_path / "b.json").exists()
