@@ -14,19 +14,9 @@ import time
 import numpy as np
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--data", required=True)
-    args = parser.parse_args()
-    import keras
-    keras.utils.set_random_seed(0)
-    x = np.load(os.path.join(args.data, "x_train.npy")).astype("float32")[..., None] / 255
-    y = np.load(os.path.join(args.data, "y_train.npy"))
-    x_test = np.load(os.path.join(args.data, "x_test.npy")).astype("float32")[..., None] / 255
-    model = keras.models.Sequential([
+def seed_model(keras):
+    """The seed's CNN, exactly as the seed's Keras code builds it (also used by tests/test_keras_compat.py)."""
+    return keras.models.Sequential([
         keras.Input(shape=[28, 28, 1]),
         keras.layers.Conv2D(64, 7, activation="relu", padding="same"),
         keras.layers.MaxPooling2D(2),
@@ -40,6 +30,21 @@ def main() -> None:
         keras.layers.Dense(128, activation="relu"),
         keras.layers.Dropout(0.5),
         keras.layers.Dense(10, activation="softmax")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--data", required=True)
+    args = parser.parse_args()
+    import keras
+    keras.utils.set_random_seed(0)
+    x = np.load(os.path.join(args.data, "x_train.npy")).astype("float32")[..., None] / 255
+    y = np.load(os.path.join(args.data, "y_train.npy"))
+    x_test = np.load(os.path.join(args.data, "x_test.npy")).astype("float32")[..., None] / 255
+    model = seed_model(keras)
     model.compile(loss="sparse_categorical_crossentropy", optimizer="nadam", metrics=["accuracy"])
     bs = args.batch_size
     model.fit(x[:args.warmup * bs], y[:args.warmup * bs], batch_size=bs, epochs=1, verbose=0)

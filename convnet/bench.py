@@ -102,52 +102,44 @@ def _run(command: list[str], env: dict[str, str] | None = None, timeout: float =
     return result
 
 
-def _contestants(config: BenchConfig, device: str) -> list[tuple[str, list[str], dict[str, str] | None]]:
-    """(name, command without the per-batch arguments, environment) for each contestant."""
+def contestants(config: BenchConfig, device: str
+                ) -> tuple[list[tuple[str, list[str], dict[str, str] | None]], dict[str, str]]:
+    """(name, command without the per-batch arguments, environment) for each contestant to run, and the peers
+    not run on this device, each with the reason (printed under the table, kept in the JSON)."""
     from .engine import native_bf16
     import torch
     python = sys.executable
     items = [("convnet", [python, "-m", "convnet.bench", "--worker", "convnet"], None)]
+    left_out: dict[str, str] = {}
     if not config.peers:
-        return items
+        return items, left_out
     peer = [python, "-m", "convnet._torch_peer"]
     items += [("pytorch eager fp32", [*peer, "--mode", "eager32"], None),
               ("pytorch channels_last fp32", [*peer, "--mode", "cl32"], None)]
     if native_bf16(torch.device(device)):
         items.append(("pytorch channels_last bf16", [*peer, "--mode", "cl_bf16"], None))
+    else:
+        left_out["pytorch channels_last bf16"] = (f"{device} has no native bf16 kernels; emulated bf16 would be "
+                                                  f"an unfair, many times slower contestant")
     if device.startswith("cuda"):
         items += [("pytorch torch.compile bf16", [*peer, "--mode", "compile"], None),
                   ("pytorch CUDA graph bf16", [*peer, "--mode", "graph"], None)]
+    else:
+        left_out["pytorch torch.compile bf16, CUDA graph bf16"] = "GPU-only peers"
     keras_python = config.keras_python or os.environ.get("CONVNET_KERAS_PYTHON")
     if keras_python:
         backend = config.keras_backend or ("jax" if device.startswith("cuda") else "tensorflow")
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_keras_peer.py")
         items.append((f"keras 3 ({backend})", [keras_python, script], env))
-    return items
-
-
-def left_out(config: BenchConfig, device: str) -> dict[str, str]:
-    """The peers not run on this device, each with the reason (printed under the table, kept in the JSON)."""
-    from .engine import native_bf16
-    import torch
-    if not config.peers:
-        return {}
-    reasons = {}
-    if not native_bf16(torch.device(device)):
-        reasons["pytorch channels_last bf16"] = (f"{device} has no native bf16 kernels; emulated bf16 would be "
-                                                 f"an unfair, many times slower contestant")
-    if not device.startswith("cuda"):
-        reasons["pytorch torch.compile bf16, CUDA graph bf16"] = "GPU-only peers"
-    if not (config.keras_python or os.environ.get("CONVNET_KERAS_PYTHON")):
-        reasons["keras 3"] = "no --keras-python (a Python with Keras installed) was given"
-    return reasons
+    else:
+        left_out["keras 3"] = "no --keras-python (a Python with Keras installed) was given"
+    return items, left_out
 
 
 def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Measure every contestant at every batch size, `repeats` times, round by round; returns the results
     (also written as JSON to `config.out`)."""
-    import torch
     from .runs import environment
     from .utils import resolve_device
     device = str(resolve_device(config.device))
@@ -163,15 +155,15 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     if needed > len(x_train):
         raise ValueError(f"{steps} steps of batch {max(config.batch_sizes)} need {needed} images; Fashion-MNIST has "
                          f"{len(x_train)}: lower --steps")
-    contestants = _contestants(config, device)
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name, _, _ in contestants}
+    runners, left_out = contestants(config, device)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name, _, _ in runners}
     with tempfile.TemporaryDirectory() as data:
         np.save(os.path.join(data, "x_train.npy"), x_train)
         np.save(os.path.join(data, "y_train.npy"), y_train)
         np.save(os.path.join(data, "x_test.npy"), x_test[:config.predict_images])
         for repeat in range(config.repeats):
             for bs in config.batch_sizes:
-                for name, command, env in contestants:
+                for name, command, env in runners:
                     arguments = ["--batch-size", str(bs), "--steps", str(steps), "--data", data]
                     if not command[-1].endswith("_keras_peer.py"):
                         arguments += ["--device", device]
@@ -184,7 +176,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "environment": environment(),
               "steps": steps, "repeats": config.repeats, "predict_images": min(config.predict_images, len(x_test)),
               "peak": peak, "train_gflop_per_image": TRAIN_GFLOP_PER_IMAGE,
-              "results": results, "summary": summarise(results, peak["gflops"]), "left_out": left_out(config, device)}
+              "results": results, "summary": summarise(results, peak["gflops"]), "left_out": left_out}
     with open(config.out, "w") as stream:
         json.dump(report, stream, indent=2)
     return report

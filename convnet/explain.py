@@ -426,16 +426,22 @@ def feature_maps(model: Sequential, image: Any, layers: Any = None) -> dict[str,
             if target.name in captured}
 
 
+def _receptive_row(model: Sequential, layer: Any, op: str) -> tuple[layers_module.Layer, dict[str, Any]]:
+    """The layer and its `layer_table()` row, for an op that needs the layer's receptive field."""
+    target = resolve_layer(model, layer, op=op)
+    row = _layer_rows(model)[target.name]
+    if row["receptive_field"] is None:
+        raise ValueError(f"{op}: layer {target.name!r} has no receptive field (a layer before it mixes all "
+                         f"positions)")
+    return target, row
+
+
 def receptive_field_box(model: Sequential, layer: Any, position: Sequence[int]) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) of the input pixels a unit of `layer` at (row, col) sees, bottom and right
     exclusive, from `model.layer_table()`'s receptive field, jump and start (the field's centre is
     start + position * jump). The box may extend past the image: those pixels are padding."""
     model = _check_model(model)
-    target = resolve_layer(model, layer, op="receptive_field_box")
-    row = _layer_rows(model)[target.name]
-    if row["receptive_field"] is None:
-        raise ValueError(f"receptive_field_box: layer {target.name!r} has no receptive field (a layer before it "
-                         f"mixes all positions)")
+    target, row = _receptive_row(model, layer, "receptive_field_box")
     out_h, out_w = row["output_shape"][1:3]
     if (not isinstance(position, (list, tuple, np.ndarray)) or len(position) != 2
             or not all(is_int(p) for p in position)):
@@ -491,11 +497,7 @@ def top_activations(model: Sequential, layer: Any, filter_index: int, images: An
         the field outside the image (the layer's padding) are 0.
     """
     model = _check_model(model)
-    target = resolve_layer(model, layer, op="top_activations")
-    row = _layer_rows(model)[target.name]
-    if row["receptive_field"] is None:
-        raise ValueError(f"top_activations: layer {target.name!r} has no receptive field (a layer before it "
-                         f"mixes all positions)")
+    target, row = _receptive_row(model, layer, "top_activations")
     channels = row["output_shape"][-1]
     filter_index = check_int("filter_index", filter_index, minimum=0, maximum=channels - 1)
     batch_size = check_int("batch_size", batch_size, minimum=1)

@@ -42,10 +42,11 @@ def test_table_has_a_row_per_contestant_and_marks_missing_batch_sizes():
 def test_peers_left_out_are_named_with_the_reason(monkeypatch):
     monkeypatch.setattr("convnet.engine.native_bf16", lambda device: False)
     monkeypatch.delenv("CONVNET_KERAS_PYTHON", raising=False)
-    reasons = bench.left_out(bench.BenchConfig(peers=True), "cpu")
+    runners, reasons = bench.contestants(bench.BenchConfig(peers=True), "cpu")
+    assert not set(reasons) & {name for name, _, _ in runners}
     assert "no native bf16" in reasons["pytorch channels_last bf16"]
     assert "--keras-python" in reasons["keras 3"]
-    assert bench.left_out(bench.BenchConfig(peers=False), "cpu") == {}
+    assert bench.contestants(bench.BenchConfig(peers=False), "cpu")[1] == {}
 
 
 def test_a_real_quick_bench_runs_every_contestant_in_its_own_process(tmp_path, fashion, capsys):

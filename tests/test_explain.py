@@ -482,7 +482,6 @@ def test_grad_cam_default_layer_skips_maps_that_cannot_localise():
     from convnet import zoo
     from convnet.explain import default_cam_layer
     assert default_cam_layer(zoo.lenet5()).name == "c3"
-    from .conftest import tiny_cnn
-    model = tiny_cnn()
+    model = tiny_cnn()  # this file's: two convs, the last with 10x10 maps
     convs = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]
     assert default_cam_layer(model) is convs[-1]

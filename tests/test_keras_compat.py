@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from convnet import activations, layers, models, nn, zoo
+from convnet import activations, layers, nn, zoo
 
 from .reference import avg_pool_ref, conv2d_ref, max_pool_ref, same_pads
 
@@ -199,22 +199,10 @@ def keras():
 
 
 def keras_seed_cnn(keras):
-    """The seed's model, exactly as /work/shared/peers/keras_seed.py builds it."""
+    """The seed's model, built by the Keras peer that `convnet bench` runs."""
+    from convnet._keras_peer import seed_model
     keras.utils.set_random_seed(0)
-    return keras.models.Sequential([
-        keras.Input(shape=[28, 28, 1]),
-        keras.layers.Conv2D(64, 7, activation='relu', padding='same'),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(128, 3, activation='relu', padding='same'),
-        keras.layers.Conv2D(128, 3, activation='relu', padding='same'),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(256, 3, activation='relu', padding='same'),
-        keras.layers.Conv2D(256, 3, activation='relu', padding='same'),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation='relu'),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(10, activation='softmax')])
+    return seed_model(keras)
 
 
 def to_numpy(keras, value):
