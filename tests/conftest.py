@@ -17,13 +17,30 @@ import convnet  # noqa: E402
 from convnet import layers  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def fashion():
-    """Fashion-MNIST from $CONVNET_DATA, as ((x_train, y_train), (x_test, y_test)) uint8 arrays."""
+_FASHION: dict = {}  # "data", or "missing": why it could not be had (tried once per session)
+
+
+def fashion_or_skip():
+    """Fashion-MNIST, ((x_train, y_train), (x_test, y_test)) uint8, found as `convnet train` finds it
+    ($CONVNET_DATA, then the cache, then a download). The calling test is skipped, with the loader's reason,
+    when CONVNET_DATA is not set or none of those has the files."""
     if not os.environ.get("CONVNET_DATA"):
         pytest.skip("CONVNET_DATA is not set (point it at the folder holding fashion-mnist/)")
-    from convnet.datasets import fashion_mnist
-    return fashion_mnist.load_data()
+    if not _FASHION:
+        from convnet.datasets import DatasetNotFoundError, fashion_mnist
+        try:
+            _FASHION["data"] = fashion_mnist.load_data()
+        except DatasetNotFoundError as error:
+            _FASHION["missing"] = str(error).splitlines()[0]
+    if "missing" in _FASHION:
+        pytest.skip(f"Fashion-MNIST is not available: {_FASHION['missing']}")
+    return _FASHION["data"]
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Fashion-MNIST as `fashion_or_skip` returns it."""
+    return fashion_or_skip()
 
 
 @pytest.fixture(scope="session")

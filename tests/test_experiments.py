@@ -11,6 +11,8 @@ import pytest
 from convnet import experiments
 from convnet.experiments import add_cli, get_experiment, list_experiments, run_experiment
 
+from .conftest import fashion_or_skip
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -21,8 +23,8 @@ def quick_results(tmp_path_factory):
 
     def get(name):
         if name not in cache:
-            if name == "pooling" and not os.environ.get("CONVNET_DATA"):
-                pytest.skip("CONVNET_DATA is not set (point it at the folder holding fashion-mnist/)")
+            if name == "pooling":
+                fashion_or_skip()
             cache[name] = run_experiment(name, quick=True, out_dir=tmp_path_factory.mktemp(name))
         return cache[name]
     return get

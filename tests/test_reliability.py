@@ -36,6 +36,8 @@ import convnet
 from convnet import checkpoint, layers
 from convnet.saving import decode, encode
 
+from .conftest import fashion_or_skip
+
 TRAIN = ["train", "--model", "lenet5", "--limit", "1200", "--epochs", "3", "--test-limit", "200",
          "--batch-size", "64", "--checkpoint-minutes", "0", "--verbose", "2", "--seed", "0"]
 STEPS = 17  # per epoch: 1200 images - 120 held out for validation = 1080, in batches of 64
@@ -46,8 +48,7 @@ TIMEOUT_S = 120  # for one process; a healthy one takes about 6 s
 # Running and watching `convnet train`
 
 def convnet_env() -> dict[str, str]:
-    if not os.environ.get("CONVNET_DATA"):
-        pytest.skip("CONVNET_DATA is not set (point it at the folder holding fashion-mnist/)")
+    fashion_or_skip()  # the commands under test train on Fashion-MNIST
     env = dict(os.environ)
     env.pop("CONVNET_DEBUG", None)  # the command's own error handling is under test
     return env
