@@ -1,6 +1,6 @@
 """`python -m convnet ...` runs the command line."""
 import sys
 
-from .cli import main
+from convnet.cli import main
 
 sys.exit(main())

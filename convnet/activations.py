@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ._checks import describe, unknown_name
+from convnet._internal.checks import describe, unknown_name
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 

@@ -23,8 +23,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_float, check_int, describe, shape_str
-from .layers import Geometry, Layer, Shape, register
+from convnet._internal.checks import (
+    check_choice,
+    check_float,
+    check_int,
+    describe,
+    shape_str,
+)
+from convnet.layers import Geometry, Layer, Shape, register
 
 _FILL_MODES = ("constant", "reflect", "nearest")
 _GRID_PADDING = {"constant": "zeros", "reflect": "reflection", "nearest": "border"}

@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._checks import check_bool, check_choice, check_float, check_int, check_str, describe
+from convnet._internal.checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_str,
+    describe,
+)
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from convnet.models.sequential import Sequential
 
 
 class Callback:
@@ -212,7 +219,7 @@ class CSVLogger(Callback):
                 start = self.params.get("initial_epoch", 0)
                 kept = [header] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < start]
                 if len(kept) != len(rows):
-                    from .saving import atomic_write
+                    from convnet._internal.files import atomic_write
                     buffer = io.StringIO()
                     csv.writer(buffer, delimiter=self.separator).writerows(kept)
                     atomic_write(self.filename, buffer.getvalue().encode())

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_float, describe, unknown_name
+from convnet._internal.checks import check_float, describe, unknown_name
 
 _TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
 

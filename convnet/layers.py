@@ -26,10 +26,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import activations, initializers
-from . import nn as ops
-from ._checks import (check_bool, check_choice, check_float, check_int, check_str, describe, int_tuple, is_int,
-                      shape_str, suggest, unknown_name)
+from convnet import activations, initializers
+from convnet import nn as ops
+from convnet._internal.checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_str,
+    describe,
+    int_tuple,
+    is_int,
+    shape_str,
+    suggest,
+    unknown_name,
+)
 
 Shape = tuple  # a shape without the batch axis; None marks an unknown spatial size
 Geometry = tuple[tuple[int, int, int], tuple[int, int, int]]  # per axis (kernel span, stride, pad before)

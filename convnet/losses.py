@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_bool, check_float, describe, unknown_name
+from convnet._internal.checks import check_bool, check_float, describe, unknown_name
 
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities
 

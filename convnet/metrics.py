@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import describe, unknown_name
-from .losses import BinaryCrossentropy, Loss
+from convnet._internal.checks import describe, unknown_name
+from convnet.losses import BinaryCrossentropy, Loss
 
 
 class Metric:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import describe, is_int, nhwc_ints, shape_str
+from convnet._internal.checks import describe, is_int, nhwc_ints, shape_str
 
 __all__ = ["conv2d", "max_pool", "avg_pool", "max_pool2d", "avg_pool2d", "same_padding", "output_size"]
 

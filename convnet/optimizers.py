@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from . import schedules
-from ._checks import check_bool, check_float, describe, unknown_name
-from .schedules import LearningRateSchedule
+from convnet import schedules
+from convnet._internal.checks import check_bool, check_float, describe, unknown_name
+from convnet.schedules import LearningRateSchedule
 
 
 class Optimizer:

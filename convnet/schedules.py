@@ -15,7 +15,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._checks import check_choice, check_float, check_int, describe, unknown_name
+from convnet._internal.checks import (
+    check_choice,
+    check_float,
+    check_int,
+    describe,
+    unknown_name,
+)
 
 
 class LearningRateSchedule:

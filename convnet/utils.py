@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_int, describe
+from convnet._internal.checks import check_int, describe
 
 
 def set_random_seed(seed: int) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import layers as L
-from ._checks import check_int, unknown_name
-from .models import Sequential
+from convnet import layers as L
+from convnet._internal.checks import check_int, unknown_name
+from convnet.models.sequential import Sequential
 
 
 def _seed_trunk(input_shape: Sequence[int], augmentation: Sequence[L.Layer] = ()) -> list[L.Layer]:

@@ -13,9 +13,8 @@ matplotlib.use("Agg")
 if os.environ.get("CONVNET_DATA"):
     os.environ["CONVNET_DATA"] = os.path.abspath(os.environ["CONVNET_DATA"])
 
-import convnet  # noqa: E402
-from convnet import layers  # noqa: E402
-
+import convnet
+from convnet import layers
 
 _FASHION: dict = {}  # "data", or "missing": why it could not be had (tried once per session)
 
@@ -47,7 +46,7 @@ def fashion():
 def fashion_small(fashion):
     """3000 training and 1000 test images scaled to [0, 1] with a channel axis."""
     (x_train, y_train), (x_test, y_test) = fashion
-    scale = lambda x: (x.astype(np.float32) / 255)[..., None]  # noqa: E731
+    scale = lambda x: (x.astype(np.float32) / 255)[..., None]
     return (scale(x_train[:3000]), y_train[:3000].astype(np.int64)), (scale(x_test[:1000]), y_test[:1000].astype(np.int64))
 
 

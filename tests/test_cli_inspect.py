@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convnet import cli_inspect
+from convnet.cli import inspect as cli_inspect
 from convnet.cli import main
 from convnet.datasets import load_image, load_sample_image
 

@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import importlib.util
 import io
 import os
 import re
@@ -26,7 +27,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from convnet import datasets
-from convnet.datasets import FILE_NAMES, DatasetNotFoundError, IdxDataset, load_image, read_idx
+from convnet.datasets import (
+    FILE_NAMES,
+    DatasetNotFoundError,
+    IdxDataset,
+    load_image,
+    read_idx,
+)
 
 TRAIN, TEST = 6, 4  # images per split in the tiny datasets
 
@@ -463,7 +470,7 @@ def test_load_sample_image_errors(monkeypatch):
     with pytest.raises(ValueError, match=r"`name`: unknown sample image 'china\.png'\. Did you mean 'china\.jpg'\?"
                                          r" Available: china\.jpg, flower\.jpg\."):
         datasets.load_sample_image("china.png")
-    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"scikit-learn, which is not installed: pip install scikit-learn"):
         datasets.load_sample_image("china.jpg")
 

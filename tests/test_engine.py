@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import convnet
-from convnet import augment, engine, layers, optimizers, schedules
+from convnet import augment, layers, optimizers, schedules
 from convnet.models import Sequential
+from convnet.training import engine
 
 from .conftest import tiny_cnn
 

@@ -9,7 +9,12 @@ import os
 import pytest
 
 from convnet import experiments
-from convnet.experiments import add_cli, get_experiment, list_experiments, run_experiment
+from convnet.experiments import (
+    add_cli,
+    get_experiment,
+    list_experiments,
+    run_experiment,
+)
 
 from .conftest import fashion_or_skip
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from convnet import explain, layers as L, models, optimizers, utils
+from convnet import explain, models, optimizers, utils
+from convnet import layers as L
 
 SIZE, SQUARE = 20, 4  # image side and planted square side, pixels
 MARGIN = 2  # pixels around the square counted as "on the pattern" (see region())
@@ -480,7 +481,7 @@ def test_cuda_matches_cpu(trained):
 def test_grad_cam_default_layer_skips_maps_that_cannot_localise():
     """LeNet-5's last conv (c5) has 1x1 maps: Grad-CAM defaults to c3, the last conv with a spatial grid."""
     from convnet import zoo
-    from convnet.explain import default_cam_layer
+    from convnet.inspection.explain import default_cam_layer
     assert default_cam_layer(zoo.lenet5()).name == "c3"
     model = tiny_cnn()  # this file's: two convs, the last with 10x10 maps
     convs = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]

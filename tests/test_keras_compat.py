@@ -200,7 +200,7 @@ def keras():
 
 def keras_seed_cnn(keras):
     """The seed's model, built by the Keras peer that `convnet bench` runs."""
-    from convnet._keras_peer import seed_model
+    from convnet.cli.peers.keras_peer import seed_model
     keras.utils.set_random_seed(0)
     return seed_model(keras)
 

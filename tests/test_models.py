@@ -454,7 +454,7 @@ def test_a_saved_model_is_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / "model.convnet"
     zoo.lenet5().save(path)
     before = path.read_bytes()
-    import convnet.saving as saving
+    import convnet.models.saving as saving
 
     def failing_replace(src, dst):
         raise OSError(28, "No space left on device")
@@ -492,12 +492,13 @@ def test_a_plain_safetensors_file_is_not_a_model(tmp_path):
 
 
 def test_unknown_layer_class_in_a_file_is_refused(tmp_path):
-    from convnet.saving import _model_tensors, encode
+    from convnet._internal.fileformat import encode
+    from convnet.models.saving import model_tensors
     model = zoo.lenet5()
     config = {"model": model.get_config(), "compile": None, "metadata": {}}
     config["model"]["layers"][0]["class_name"] = "EvilLayer"
     path = tmp_path / "evil.convnet"
-    path.write_bytes(encode(_model_tensors(model), "model", config))
+    path.write_bytes(encode(model_tensors(model), "model", config))
     with pytest.raises(ValueError, match=r"invalid architecture: unknown layer class 'EvilLayer'"):
         load_model(path)
 

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 import convnet.nn
 from convnet import nn
 
-from .reference import avg_pool_ref, conv2d_ref, depth_max_pool_ref, max_pool_ref, pads_and_out, same_pads
+from .reference import (
+    avg_pool_ref,
+    conv2d_ref,
+    depth_max_pool_ref,
+    max_pool_ref,
+    pads_and_out,
+    same_pads,
+)
 
 ATOL, RTOL = 1e-5, 1e-5  # float32 results against a float64 reference
 

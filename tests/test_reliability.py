@@ -33,8 +33,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import convnet
-from convnet import checkpoint, layers
-from convnet.saving import decode, encode
+from convnet import layers
+from convnet._internal.fileformat import decode, encode
+from convnet.training import checkpoint
 
 from .conftest import fashion_or_skip
 
@@ -563,11 +564,10 @@ def test_disk_filling_up_during_training_keeps_the_last_checkpoint(tmp_path):
         run = tmp_path / "small" / "run"
         process = start_convnet(*TRAIN, "--out", str(run), log=tmp_path / "full")
         wait_for(process, reached(run, 3), "global step 3")
-        with open(tmp_path / "small" / "filler", "wb") as filler:
-            with contextlib.suppress(OSError):
-                while True:
-                    filler.write(bytes(64 * 1024))
-                    filler.flush()
+        with open(tmp_path / "small" / "filler", "wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(bytes(64 * 1024))
+                filler.flush()
         code = process.wait(timeout=TIMEOUT_S)
         stderr = Path(f"{tmp_path / 'full'}.err").read_text()
         assert code != 0, stderr

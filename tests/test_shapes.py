@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-import convnet.shapes
+import convnet.datasets.shapes
 from convnet import datasets
 from convnet.cli import main
+from convnet.datasets.shapes import CLASS_NAMES
 from convnet.runs import TrainConfig, load_split
-from convnet.shapes import CLASS_NAMES
 
 shapes = datasets.shapes
 

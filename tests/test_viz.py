@@ -13,13 +13,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
 
-from convnet import explain, layers as L, models, nn, utils, viz  # noqa: E402
-from convnet.callbacks import History  # noqa: E402
+from convnet import explain, models, nn, utils, viz
+from convnet import layers as L
+from convnet.callbacks import History
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,14 +20,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import checkpoint
-from ._checks import check_bool, check_float, check_int, describe, shape_str
-from .augment import apply_variant, tta_variants
-from .callbacks import Callback, History, TerminateOnNaN
-from .progress import Progbar, resolve_verbose
+from convnet._internal.checks import (
+    check_bool,
+    check_float,
+    check_int,
+    describe,
+    shape_str,
+)
+from convnet.augment import apply_variant, tta_variants
+from convnet.callbacks import Callback, History, TerminateOnNaN
+from convnet.training import checkpoint
+from convnet.training.engine import batch_sums
+from convnet.training.progress import Progbar, resolve_verbose
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from convnet.models.sequential import Sequential
 
 
 class LazyLogs(Mapping):
@@ -57,9 +64,7 @@ def as_inputs(model: Sequential, x: Any, argument: str = "x") -> torch.Tensor:
         array = np.asarray(x)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
-        if array.dtype.kind == "f" and array.dtype != np.float32:
-            array = array.astype(np.float32)
-        elif array.dtype.kind in "bi" or (array.dtype.kind == "u" and array.dtype != np.uint8):
+        if (array.dtype.kind == "f" and array.dtype != np.float32) or array.dtype.kind in "bi" or (array.dtype.kind == "u" and array.dtype != np.uint8):
             array = array.astype(np.float32)
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     else:
@@ -336,7 +341,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
         checkpoint_interval: float = 600.0) -> History:
-    model._require_compiled("fit")
+    require_compiled(model, "fit")
     explicit_batch = batch_size is not None
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     epochs = check_int("epochs", epochs, minimum=1)
@@ -353,7 +358,8 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
         raise ValueError("`resume=True` needs `checkpoint_dir`: the folder the interrupted fit wrote its checkpoints to")
     callbacks = _check_callbacks(callbacks)
     x_t = as_inputs(model, x)
-    model._ensure_built(tuple(x_t.shape[1:]))
+    if not model.built:
+        model.build(tuple(x_t.shape[1:]))
     if model.optimizer_ is None:
         raise ValueError("fit: the model has no trainable weights")
     y_t = as_targets(model, y, x_t.shape[0])
@@ -379,6 +385,12 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                       checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
                       checkpoint_interval=checkpoint_interval, resume=resume)
     return trainer.run()
+
+
+def require_compiled(model: Sequential, what: str) -> None:
+    if not model.compiled:
+        raise ValueError(f"{what}: the model must be compiled first, e.g. model.compile(loss="
+                         f"'sparse_categorical_crossentropy', optimizer='nadam', metrics=['accuracy'])")
 
 
 def _means(names: list[str], totals: torch.Tensor, seen: int) -> dict[str, float]:
@@ -411,7 +423,7 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
         else:  # average the probabilities over the variants, then score them as probabilities
             outputs = sum(engine.predict_batch(apply_variant(xb, v)) for v in variants) / len(variants)
             loss_sum = model.loss.sum(yb, outputs, logits=False)
-            totals += model._batch_sums(loss_sum, yb, outputs, None)
+            totals += batch_sums(model, loss_sum, yb, outputs, None)
         if progbar is not None and progbar.due():
             progbar.update(step + 1, _means(names, totals, min((step + 1) * batch_size, x.shape[0])))
     return _means(names, totals, x.shape[0])
@@ -419,11 +431,12 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
 
 def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
              return_dict: bool = False, tta: Any = None) -> float | list[float] | dict[str, float]:
-    model._require_compiled("evaluate")
+    require_compiled(model, "evaluate")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
     x_t = as_inputs(model, x)
-    model._ensure_built(tuple(x_t.shape[1:]))
+    if not model.built:
+        model.build(tuple(x_t.shape[1:]))
     y_t = as_targets(model, y, x_t.shape[0])
     device = model.device
     progbar = Progbar(math.ceil(x_t.shape[0] / batch_size), verbose)
@@ -442,7 +455,8 @@ def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: i
     batch_size = 256 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
     x_t = as_inputs(model, x)
-    model._ensure_built(tuple(x_t.shape[1:]))
+    if not model.built:
+        model.build(tuple(x_t.shape[1:]))
     device = model.device
     model.eval()
     steps = math.ceil(x_t.shape[0] / batch_size)

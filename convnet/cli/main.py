@@ -16,15 +16,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """A bad argument or input, reported as one line and exit code 2."""
+from convnet import __version__
+from convnet.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandImage,
+    UsageError,
+    load_model_file,
+    model_input,
+)
 
 
 def _flag(name: str) -> str:
@@ -55,9 +56,9 @@ def _int_or_str(value: str) -> int | str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .runs import CHECKPOINTS, TrainConfig, load_config, train
-    from .datasets import DatasetNotFoundError
-    from .training import TrainingInterrupted
+    from convnet.datasets.core import DatasetNotFoundError
+    from convnet.runs.train import CHECKPOINTS, TrainConfig, load_config, train
+    from convnet.training.loop import TrainingInterrupted
     if args.resume:
         config = load_config(args.resume)
         print(f"Resuming the run in {args.resume} (its saved settings are used)", flush=True)
@@ -98,15 +99,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(path: str, device: str = "auto"):
-    from .models import load_model
-    return load_model(path, device=device)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import get_dataset
-    from .runs import TrainConfig, load_split
-    model = _load(args.model, args.device)
+    from convnet.datasets.core import get_dataset
+    from convnet.runs.train import TrainConfig, load_split
+    model = load_model_file(args.model, args.device, compile=True)
     if not model.compiled:
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device=args.device)
     name = args.dataset or model.metadata.get("dataset")
@@ -123,13 +121,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
-    from .cli_inspect import _for_model, _Image
-    model = _load(args.model, args.device)
+    model = load_model_file(args.model, args.device, compile=True)
     names = model.metadata.get("class_names")
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1. Received: {args.top_k}")
     for path in args.images:
-        pixels, note = _for_model(model, _Image(path=path))  # resized and converted to fit, and scaled
+        pixels, note = model_input(model, CommandImage(path=path))  # resized and converted to fit, and scaled
         probabilities = model.predict(pixels[None], verbose=0)[0]
         print(note or path)
         for rank, index in enumerate(np.argsort(-probabilities)[:args.top_k], start=1):
@@ -139,16 +136,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from . import zoo
+    from convnet import zoo
     if (args.file is None) == (args.model is None):
         raise UsageError("summary takes a model file or --model NAME (one of them)")
-    model = zoo.get_model(args.model) if args.model else _load(args.file, "cpu")
+    model = zoo.get_model(args.model) if args.model else load_model_file(args.file, "cpu", compile=True)
     model.summary()
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runs import TrainConfig
+    from convnet.runs.train import TrainConfig
     parser = argparse.ArgumentParser(prog="convnet", description="Convolutional neural networks with TensorFlow's "
                                      "semantics and a Keras-style API, on PyTorch.")
     parser.add_argument("--version", action="version", version=f"convnet {__version__}")
@@ -186,11 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--model", help="a preset name instead: seed, homl, lenet5")
     summary.set_defaults(run=_cmd_summary)
 
-    from .cli_inspect import add_commands
+    from convnet.cli.inspect import add_commands
     add_commands(commands)
-    from .experiments import add_cli as add_experiment
+    from convnet.inspection.experiments import add_cli as add_experiment
     add_experiment(commands)
-    from .bench import add_cli as add_bench
+    from convnet.cli.bench import add_cli as add_bench
     add_bench(commands)
     return parser
 
@@ -199,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad usage or input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .datasets import DatasetNotFoundError
+    from convnet.datasets.core import DatasetNotFoundError
     try:
         return args.run(args)
     except (UsageError, ValueError, TypeError, DatasetNotFoundError, FileNotFoundError) as error:

@@ -36,10 +36,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import layers as layers_module
-from . import training
-from ._checks import check_choice, check_float, check_int, describe, int_tuple, is_int, shape_str, unknown_name
-from .models import Sequential
+from convnet import layers as layers_module
+from convnet._internal.checks import (
+    check_choice,
+    check_float,
+    check_int,
+    describe,
+    int_tuple,
+    is_int,
+    shape_str,
+    unknown_name,
+)
+from convnet.models.sequential import Sequential
+from convnet.training import loop as training
 
 __all__ = ["saliency", "grad_cam", "occlusion", "top_activations", "TopActivations", "explain", "Explanation",
            "list_methods", "feature_maps", "prepare_image", "receptive_field_box", "resolve_layer"]
@@ -220,15 +229,9 @@ def _capture(targets: Sequence[layers_module.Layer]) -> Iterator[dict[str, torch
             handle.remove()
 
 
-def _final_activation(model: Sequential) -> str | None:
-    last = model.layers[-1]
-    name = getattr(last, "activation_name", None)
-    return name if name in ("softmax", "sigmoid") and hasattr(last, "pre_activation") else None
-
-
 def _class_scores(model: Sequential, x: torch.Tensor, op: str) -> torch.Tensor:
     """(N, classes) scores before the final softmax/sigmoid (Selvaraju et al. 2017 use the pre-softmax score)."""
-    scores = model._forward_train(x, logits=True) if _final_activation(model) else model(x)
+    scores = model.logits(x)
     if scores.dim() != 2:
         raise ValueError(f"{op} needs a classifier whose output is (N, classes); {model.name} outputs shape "
                          f"{shape_str((None, *scores.shape[1:]))}")
@@ -237,7 +240,7 @@ def _class_scores(model: Sequential, x: torch.Tensor, op: str) -> torch.Tensor:
 
 def _probabilities(model: Sequential, outputs: torch.Tensor) -> torch.Tensor:
     """The model's outputs if it ends in softmax/sigmoid, else their softmax."""
-    return outputs if _final_activation(model) else torch.softmax(outputs, dim=-1)
+    return outputs if model.output_activation else torch.softmax(outputs, dim=-1)
 
 
 def _class_index(class_index: Any, scores: torch.Tensor) -> int:
@@ -474,7 +477,7 @@ class TopActivations:
         return tuple(self.patches.shape[1:3])  # type: ignore[return-value]
 
     def plot(self, **kwargs: Any) -> Any:
-        from .viz import plot_top_activations
+        from convnet.inspection.viz import plot_top_activations
         return plot_top_activations(self, **kwargs)
 
 
@@ -544,7 +547,7 @@ class Explanation:
     class_name: str | None = None
 
     def plot(self, alpha: float = 0.5) -> Any:
-        from .viz import plot_saliency
+        from convnet.inspection.viz import plot_saliency
         label = self.class_name or f"class {self.class_index}"
         return plot_saliency(self.image, self.map, alpha=alpha,
                              title=f"{self.method}: {label} ({self.probability:.1%})")

@@ -44,8 +44,15 @@ from typing import Any, BinaryIO, Protocol, Union
 
 import numpy as np
 
-from ._checks import check_bool, check_int, check_str, describe, int_tuple, unknown_name
-from .shapes import ShapesDataset
+from convnet._internal.checks import (
+    check_bool,
+    check_int,
+    check_str,
+    describe,
+    int_tuple,
+    unknown_name,
+)
+from convnet.datasets.shapes import ShapesDataset
 
 __all__ = ["Dataset", "IdxDataset", "DatasetNotFoundError", "FILE_NAMES", "fashion_mnist", "mnist", "shapes",
            "list_datasets", "get_dataset", "read_idx", "load_sample_image", "list_sample_images", "load_image",

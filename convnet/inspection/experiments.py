@@ -34,13 +34,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import layers as L
-from . import zoo
-from ._checks import check_bool, check_int, check_str, describe, unknown_name
-from ._table import markdown_table
-from .models import Sequential
-from .saving import atomic_write
-from .utils import set_random_seed
+from convnet import layers as L
+from convnet import zoo
+from convnet._internal.checks import (
+    check_bool,
+    check_int,
+    check_str,
+    describe,
+    unknown_name,
+)
+from convnet._internal.files import atomic_write
+from convnet._internal.table import markdown_table
+from convnet.models.sequential import Sequential
+from convnet.utils import set_random_seed
 
 __all__ = ["Experiment", "ExperimentResult", "list_experiments", "get_experiment", "run_experiment", "add_cli"]
 
@@ -146,7 +152,7 @@ def run_experiment(name: str, quick: bool = False, out_dir: str | os.PathLike | 
     started = time.perf_counter()
     numbers, table, plots = experiment.function(chosen, run)
     seconds = time.perf_counter() - started
-    from .runs import environment
+    from convnet.runs.train import environment
     record = {"experiment": experiment.name, "title": experiment.title, "claim": experiment.claim, "quick": quick,
               "seed": seed, "settings": chosen, "seconds": round(seconds, 1),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(), "numbers": numbers}
@@ -206,7 +212,7 @@ def _load_items(dataset: str, size: int, train_size: int, test_size: int, run: _
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """(x_train, y_train, x_test, y_test, class_names): uint8 items (N, size, size) and int64 labels; the
     first N images of Fashion-MNIST, or N freshly drawn shapes."""
-    from .datasets import get_dataset
+    from convnet.datasets.core import get_dataset
     source = get_dataset(dataset)
     if dataset == "shapes":
         (x_train, y_train), (x_test, y_test) = source.load_data(image_size=size, train_size=train_size,
@@ -621,7 +627,7 @@ def _rotate(images: np.ndarray, angle: int) -> np.ndarray:
           "stroke_width": 1.0},  # pixels: standard deviation of the strokes the patterns are drawn with
     quick={"images": 300})
 def _depthpool(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str, list[str]]:
-    from .datasets import shapes
+    from convnet.datasets.core import shapes
     _, (items, _) = shapes.load_data(image_size=settings["image_size"], train_size=0, test_size=settings["images"],
                                      seed=run.seed)
     pad = settings["padding"]

@@ -26,16 +26,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import explain as explain_module
-from . import layers as layers_module
-from ._checks import check_bool, check_float, check_int, check_str, describe, shape_str
+from convnet import layers as layers_module
+from convnet._internal.checks import (
+    check_bool,
+    check_float,
+    check_int,
+    check_str,
+    describe,
+    shape_str,
+)
+from convnet.inspection import explain as explain_module
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .explain import TopActivations
-    from .models import Sequential
+    from convnet.inspection.explain import TopActivations
+    from convnet.models.sequential import Sequential
 
 __all__ = ["plot_feature_maps", "plot_filters", "plot_history", "plot_confusion_matrix", "plot_misclassified",
            "plot_saliency", "plot_receptive_field", "plot_top_activations", "confusion_matrix"]
@@ -130,7 +137,7 @@ def _check_cmap(cmap: Any) -> Any:
         return cmap
     check_str("cmap", cmap)
     if cmap not in colormaps:
-        from ._checks import unknown_name
+        from convnet._internal.checks import unknown_name
         raise unknown_name("colormap", cmap, list(colormaps), argument="cmap")
     return cmap
 
@@ -160,7 +167,7 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
             those that qualify), maps of another shape, `max_maps` out of range.
         TypeError: arguments of the wrong type.
     """
-    from .models import Sequential
+    from convnet.models.sequential import Sequential
 
     max_maps = check_int("max_maps", max_maps, minimum=1, maximum=1024)
     cmap = _check_cmap(cmap)

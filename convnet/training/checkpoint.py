@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .saving import atomic_write, check_tensors, decode, encode
+from convnet._internal.fileformat import check_tensors, decode, encode
+from convnet._internal.files import atomic_write
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from convnet.models.sequential import Sequential
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"

@@ -21,21 +21,29 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import layers as layers_module
-from . import losses as losses_module
-from . import metrics as metrics_module
-from . import optimizers as optimizers_module
-from . import training
-from ._checks import check_choice, check_str, describe, shape_str, unknown_name
-from ._table import box_table
-from .layers import Input, Layer
-from .utils import resolve_device
+from convnet import layers as layers_module
+from convnet import losses as losses_module
+from convnet import metrics as metrics_module
+from convnet import optimizers as optimizers_module
+from convnet._internal.checks import (
+    check_choice,
+    check_str,
+    describe,
+    shape_str,
+    unknown_name,
+)
+from convnet._internal.table import binary_bytes, box_table, si
+from convnet.layers import Input, Layer
+from convnet.models.saving import load_weights, save_model, save_weights
+from convnet.training import loop as training
+from convnet.training.engine import JIT_MODES, Engine, resolve_precision
+from convnet.utils import resolve_device
 
 
 class Sequential(torch.nn.Module):
@@ -64,7 +72,7 @@ class Sequential(torch.nn.Module):
         self.stop_training = False
         self.history = None
         self.metadata: dict[str, Any] = {}  # free-form JSON saved with the model (class names, preprocessing)
-        self.precision = "auto"  # engine settings, see compile()
+        self.precision = "float32"  # engine settings, see compile()
         self.jit = "auto"
         self._engine = None
         if layers is not None:
@@ -139,10 +147,6 @@ class Sequential(torch.nn.Module):
         self.to(self._device)
         self._rebuild_optimizer()
 
-    def _ensure_built(self, input_shape: tuple) -> None:
-        if not self.built:
-            self.build(input_shape)
-
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         """A layer by name, or by position in `layers`."""
         if index is not None:
@@ -171,32 +175,27 @@ class Sequential(torch.nn.Module):
         if x.dim() < 2:
             raise ValueError(f"{self.name}: expected a batch (N, ...), received shape {shape_str(x.shape)}")
 
-    def _forward_train(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
-        """Forward pass; with `logits`, the last layer's softmax/sigmoid is left out (the loss applies it in
-        log space)."""
-        stack = self._stack
-        last = len(stack) - 1 if logits else len(stack)
-        for layer in stack[:last]:
+    # -- the interface the training engine and the explanations use ------------------------------
+    @property
+    def output_activation(self) -> str | None:
+        """The name of the final layer's activation when it is one a loss can take in log space ("softmax" or
+        "sigmoid"), else None."""
+        last = self._stack[-1] if self._stack else None
+        name = getattr(last, "activation_name", None)
+        return name if name in ("softmax", "sigmoid") and hasattr(last, "pre_activation") else None
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass without the final softmax/sigmoid (see `output_activation`); the plain forward
+        pass for a model without one. Losses and gradients computed from logits are exact in log space."""
+        if self.output_activation is None:
+            return self.forward(x)
+        for layer in self._stack[:-1]:
             x = layer(x)
-        if logits:
-            x = stack[last].pre_activation(x)
-        return x
+        return self._stack[-1].pre_activation(x)
 
-    def _fused_activation(self) -> str | None:
-        """The final activation the loss absorbs ("softmax" for cross-entropy), or None."""
-        if self.loss is None or self.loss.from_logits or not self._stack:
-            return None
-        name = getattr(self._stack[-1], "activation_name", None)
-        return name if name is not None and name == self.loss.fused_activation else None
-
-    def _batch_sums(self, loss_sum: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor,
-                    fused: str | None) -> torch.Tensor:
-        """[loss sum, metric sums...] for one batch, as a float64 tensor on the device."""
-        predictions = outputs
-        if fused is not None and any(m.needs_probabilities for m in self.metrics):
-            predictions = self._stack[-1].activation(outputs)
-        values = [loss_sum.float()] + [metric.batch_sum(y, predictions).float() for metric in self.metrics]
-        return torch.stack(values).double()
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """The final activation applied to `logits` (what `logits` left out)."""
+        return self._stack[-1].activation(logits) if self.output_activation is not None else logits
 
     # -- device -----------------------------------------------------------------------------------
     @property
@@ -218,7 +217,7 @@ class Sequential(torch.nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Sequence[Any] | None = None,
-                device: Any = "auto", precision: str = "auto", jit: str = "auto") -> None:
+                device: Any = "auto", precision: str = "float32", jit: str = "auto") -> None:
         """Configure training, as Keras.
 
         Args:
@@ -228,8 +227,9 @@ class Sequential(torch.nn.Module):
                 `convnet.losses` object or a function (y_true, y_pred).
             metrics: names such as ["accuracy"], or Metric objects.
             device: "auto" (CUDA if present, else CPU), "cpu", "cuda" or a torch.device; the model moves there.
-            precision: "auto" (bfloat16 autocast where the device computes bf16 natively, else float32),
-                "float32" or "bfloat16" (refused where bf16 would be an emulated slow path).
+            precision: "float32" (the default, as Keras and the seed compute), "bfloat16" (autocast; refused
+                where bf16 would be an emulated slow path) or "auto" (bfloat16 where the device computes it
+                natively, else float32).
             jit: "auto" (the whole training step in a CUDA graph on a GPU, with a fallback to eager execution
                 where capture is impossible; eager on a CPU), "eager" or "graphs" (capture or fail).
         """
@@ -242,7 +242,6 @@ class Sequential(torch.nn.Module):
             raise TypeError(f"`metrics` must be a list, e.g. ['accuracy']. Received: metrics={describe(metrics)}")
         self.metrics = [metrics_module.get(m, self.loss) for m in metrics]
         self.to(resolve_device(device))
-        from .engine import JIT_MODES, resolve_precision
         resolve_precision(precision, self.device)  # refuse an unsupported precision now
         self.precision = precision
         self.jit = check_choice("jit", jit, JIT_MODES)
@@ -263,7 +262,6 @@ class Sequential(torch.nn.Module):
     @property
     def engine(self):
         """How steps execute on this model's device (precision, channels_last, CUDA graphs): convnet.engine."""
-        from .engine import Engine
         if self._engine is None or self._engine.device != self.device:
             self._engine = Engine(self, precision=self.precision, jit=self.jit)
         return self._engine
@@ -271,11 +269,6 @@ class Sequential(torch.nn.Module):
     @property
     def compiled(self) -> bool:
         return self.loss is not None
-
-    def _require_compiled(self, what: str) -> None:
-        if not self.compiled:
-            raise ValueError(f"{what}: the model must be compiled first, e.g. model.compile(loss="
-                             f"'sparse_categorical_crossentropy', optimizer='nadam', metrics=['accuracy'])")
 
     @property
     def metrics_names(self) -> list[str]:
@@ -397,18 +390,18 @@ class Sequential(torch.nn.Module):
             cells = [f"{row['name']} ({row['type']})", shape_str(row["output_shape"]), f"{row['params']:,}"]
             if receptive_fields:
                 rf = row["receptive_field"]
-                cells += [_si(row["macs"]), "-" if rf is None else f"{rf[0]}x{rf[1]}",
+                cells += [si(row["macs"]), "-" if rf is None else f"{rf[0]}x{rf[1]}",
                           "-" if rf is None else f"{row['jump'][0]}x{row['jump'][1]}",
                           "-" if rf is None else ", ".join(f"{v:g}" for v in row["start"])]
             body.append(cells)
         total = self.count_params()
         trainable = sum(row["trainable_params"] for row in rows)
         text = [f'Model: "{self.name}"', box_table(headers, body, right),
-                f" Total params: {total:,} ({_bytes(total * 4)})",
-                f" Trainable params: {trainable:,} ({_bytes(trainable * 4)})",
-                f" Non-trainable params: {total - trainable:,} ({_bytes((total - trainable) * 4)})"]
+                f" Total params: {total:,} ({binary_bytes(total * 4)})",
+                f" Trainable params: {trainable:,} ({binary_bytes(trainable * 4)})",
+                f" Non-trainable params: {total - trainable:,} ({binary_bytes((total - trainable) * 4)})"]
         if receptive_fields:
-            text.append(f" Multiply-adds per sample: {_si(sum(row['macs'] for row in rows))}")
+            text.append(f" Multiply-adds per sample: {si(sum(row['macs'] for row in rows))}")
         (print_fn or print)("\n".join(text))
 
     # -- configuration and files --------------------------------------------------------------------
@@ -440,16 +433,13 @@ class Sequential(torch.nn.Module):
     def save(self, filepath: str | os.PathLike) -> None:
         """Save architecture, weights and training configuration to one `.convnet` file (safetensors with a
         JSON header: no pickle, nothing executed on load). Written atomically."""
-        from .saving import save_model
         save_model(self, filepath)
 
     def save_weights(self, filepath: str | os.PathLike) -> None:
         """Save the weights alone (safetensors, Keras layouts, keys "layer_name/weight_name")."""
-        from .saving import save_weights
         save_weights(self, filepath)
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
-        from .saving import load_weights
         load_weights(self, filepath)
 
     def __repr__(self) -> str:
@@ -468,24 +458,3 @@ def _macs(layer: Layer, in_shape: tuple, out_shape: tuple) -> int:
     if isinstance(layer, layers_module.Dense):
         return math.prod(out_shape) * in_shape[-1]
     return 0
-
-
-def _si(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:g}"
-
-
-def _bytes(count: int) -> str:
-    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if count >= scale:
-            return f"{count / scale:.2f} {unit}"
-    return f"{count:.2f} B"
-
-
-def load_model(filepath: str | os.PathLike, device: Any = "auto", compile: bool = True) -> Sequential:
-    """Load a model saved with `model.save()`. Only registered layer classes are instantiated; nothing in
-    the file is executed. Raises ValueError naming the file for a truncated, tampered or foreign file."""
-    from .saving import load_model as _load
-    return _load(filepath, device=device, compile=compile)

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._checks import check_int, shape_str
+from convnet import __version__
+from convnet._internal.checks import check_int, shape_str
+from convnet._internal.table import si
 
 __all__ = ["build_report", "ReportResult", "ClassAccuracy", "SECTIONS", "REPORT_FILE"]
 
@@ -151,10 +152,10 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         ValueError: a folder that is not a finished run (the message says what is missing), an unwritable
             `out_dir`, a bad `limit`.
     """
-    from . import viz
-    from .datasets import get_dataset
-    from .models import load_model
-    from .runs import load_config, load_split, prepare_folder
+    from convnet.datasets.core import get_dataset
+    from convnet.inspection import viz
+    from convnet.models import load_model
+    from convnet.runs.train import load_config, load_split, prepare_folder
 
     folder = _check_run(run_dir)
     config = load_config(folder)
@@ -227,16 +228,15 @@ def _number(value: Any) -> str:
 def _page(*, folder: str, config: Any, metrics: dict, history: dict, model: Any,
           per_class: list[ClassAccuracy], accuracy: float, test_images: int, wrong: int,
           figures: dict[str, str]) -> str:
-    from .models import _si
     sections: dict[str, str] = {}
 
     settings = [(field.name, "-" if getattr(config, field.name) is None else getattr(config, field.name))
                 for field in dataclasses.fields(config) if field.name not in ("out", "verbose", "checkpoint_minutes")]
     rows = model.layer_table()
-    layer_rows = [(row["name"], row["type"], shape_str(row["output_shape"]), f"{row['params']:,}", _si(row["macs"]),
+    layer_rows = [(row["name"], row["type"], shape_str(row["output_shape"]), f"{row['params']:,}", si(row["macs"]),
                    "-" if row["receptive_field"] is None else "x".join(map(str, row["receptive_field"])),
                    "-" if row["jump"] is None else "x".join(map(str, row["jump"]))) for row in rows]
-    total = ("Total", "", "", f"{sum(r['params'] for r in rows):,}", _si(sum(r["macs"] for r in rows)), "", "")
+    total = ("Total", "", "", f"{sum(r['params'] for r in rows):,}", si(sum(r["macs"] for r in rows)), "", "")
     headers = ["Layer", "Type", "Output shape", "Params", "MACs", "Receptive field", "Jump"]
     sections["summary"] = (
         f"<h3>Settings</h3>{_table(['Setting', 'Value'], settings)}"

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import check_choice
+from convnet._internal.checks import check_choice
 
 if TYPE_CHECKING:
-    from .models import Sequential
+    from convnet.models.sequential import Sequential
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 JIT_MODES = ("auto", "eager", "graphs")
@@ -68,6 +68,27 @@ def prepare_model(model: Sequential) -> None:
                 parameter.data = parameter.data.to(memory_format=torch.channels_last)
 
 
+def fused_activation(model: Sequential) -> str | None:
+    """The final activation the loss takes in log space ("softmax" for cross-entropy), or None: then
+    training runs on logits, which is exact where softmax-then-log underflows."""
+    loss = model.loss
+    if loss is None or loss.from_logits:
+        return None
+    name = model.output_activation
+    return name if name is not None and name == loss.fused_activation else None
+
+
+def batch_sums(model: Sequential, loss_sum: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor,
+               fused: str | None) -> torch.Tensor:
+    """[loss sum, metric sums...] for one batch, as a float64 tensor on the device; `outputs` are logits
+    when `fused` names the activation they leave out."""
+    predictions = outputs
+    if fused is not None and any(metric.needs_probabilities for metric in model.metrics):
+        predictions = model.activate(outputs)
+    values = [loss_sum.float()] + [metric.batch_sum(y, predictions).float() for metric in model.metrics]
+    return torch.stack(values).double()
+
+
 class Engine:
     """Runs training steps and inference batches of one compiled model.
 
@@ -83,7 +104,7 @@ class Engine:
         if self.jit == "graphs" and self.device.type != "cuda":
             raise ValueError(f"jit='graphs' needs a CUDA device; the model is on {self.device}")
         self.verbose = verbose
-        self.fused = model._fused_activation()
+        self.fused = fused_activation(model)
         self._graph: _GraphedStep | None = None
         self._graph_failed = False
         prepare_model(model)
@@ -100,14 +121,14 @@ class Engine:
     def _eager_step(self, x: torch.Tensor, y: torch.Tensor, zero_grad: bool = True) -> torch.Tensor:
         model = self.model
         with self.autocast():
-            outputs = model._forward_train(x.float(), logits=self.fused is not None)
+            outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         loss_sum = model.loss.sum(y, outputs.float(), logits=True if self.fused else None)
         if zero_grad:
             model.optimizer_.zero_grad(set_to_none=True)
         (loss_sum / x.shape[0]).backward()
         model.optimizer_.step()
         with torch.no_grad():
-            return model._batch_sums(loss_sum.detach(), y, outputs.detach().float(), self.fused)
+            return batch_sums(model, loss_sum.detach(), y, outputs.detach().float(), self.fused)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, full_batch: int | None = None) -> torch.Tensor:
         """One optimisation step; `full_batch` is the fit's batch size (graphs serve only full batches)."""
@@ -134,10 +155,10 @@ class Engine:
     def eval_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         model = self.model
         with self.autocast():
-            outputs = model._forward_train(x.float(), logits=self.fused is not None)
+            outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         outputs = outputs.float()
         loss_sum = model.loss.sum(y, outputs, logits=True if self.fused else None)
-        return model._batch_sums(loss_sum, y, outputs, self.fused)
+        return batch_sums(model, loss_sum, y, outputs, self.fused)
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import callbacks as callbacks_module
-from . import checkpoint
-from . import zoo
-from . import schedules
-from ._checks import check_choice, check_float, check_int, unknown_name
-from .saving import atomic_write
-from .utils import resolve_device, set_random_seed
+from convnet import callbacks as callbacks_module
+from convnet import schedules, zoo
+from convnet._internal.checks import check_choice, check_float, check_int, unknown_name
+from convnet._internal.files import atomic_write
+from convnet.training import checkpoint
+from convnet.utils import resolve_device, set_random_seed
 
 
 def _option(default: Any, help: str) -> Any:
@@ -60,14 +59,15 @@ class TrainConfig:
     label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy (0 to 1)")
     augment: str = _option("none", "on-device augmentation: none, shift (up to 2 pixels), flip-shift "
                                    "(also horizontal flips)")
-    precision: str = _option("auto", "auto (bf16 where the hardware computes it natively), float32 or bfloat16")
+    precision: str = _option("float32", "float32 (as Keras), bfloat16, or auto (bf16 where the hardware "
+                                         "computes it natively, else float32)")
     recipe: str | None = _option(None, "a preset that sets several options at once: fast (batch 256, nadam with "
                                        "a one-cycle schedule peaking at 0.002, label smoothing 0.1, flip-shift "
-                                       "augmentation, 15 epochs)")
+                                       "augmentation, 15 epochs, precision auto)")
 
     def validate(self) -> TrainConfig:
-        from .datasets import get_dataset
-        from . import optimizers
+        from convnet import optimizers
+        from convnet.datasets.core import get_dataset
         get_dataset(self.dataset, argument="dataset")
         if self.model not in zoo.list_models():
             raise unknown_name("model", self.model, zoo.list_models(), argument="model")
@@ -85,7 +85,7 @@ class TrainConfig:
         schedules.from_name(self.schedule, 0.001)
         check_float("label_smoothing", self.label_smoothing, minimum=0.0, maximum=1.0)
         check_choice("augment", self.augment, AUGMENTATIONS)
-        from .engine import resolve_precision
+        from convnet.training.engine import resolve_precision
         resolve_precision(self.precision, resolve_device(self.device))
         if self.recipe is not None:
             check_choice("recipe", self.recipe, tuple(RECIPES))
@@ -105,13 +105,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The strongest time-to-accuracy setting measured for the seed CNN so far (../shared/peers: 92.4% after
     # 15 epochs on an H200): large batches, one-cycle, label smoothing, small shifts and flips.
     "fast": {"batch_size": 256, "optimizer": "nadam", "lr": 0.002, "schedule": "onecycle", "label_smoothing": 0.1,
-             "augment": "flip-shift", "epochs": 15},
+             "augment": "flip-shift", "epochs": 15, "precision": "auto"},
 }
 
 
 def augmentation_layers(name: str, image_size: tuple[int, int]) -> list:
     """The layers `--augment NAME` puts in front of the model: shifts of up to 2 pixels, and flips."""
-    from . import augment
+    from convnet import augment
     name = check_choice("augment", name, AUGMENTATIONS)
     if name == "none":
         return []
@@ -166,7 +166,7 @@ def prepare_folder(folder: str) -> str:
 
 def load_split(config: TrainConfig) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_val, y_val, x_test, y_test) as float32 in [0, 1] with a channel axis."""
-    from .datasets import get_dataset
+    from convnet.datasets.core import get_dataset
     dataset = get_dataset(config.dataset)
     (x_train, y_train), (x_test, y_test) = dataset.load_data(data_dir=config.data_dir)
     if config.limit is not None:
@@ -202,8 +202,8 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         ValueError: bad settings, an unwritable folder or a full disk, before any training starts.
         convnet.training.TrainingInterrupted: Ctrl-C; a checkpoint was saved first.
     """
-    from .datasets import get_dataset
-    from . import losses, optimizers
+    from convnet import losses, optimizers
+    from convnet.datasets.core import get_dataset
     config.validate()
     folder = prepare_folder(config.out or default_folder(config))
     if not resume:

@@ -4,7 +4,7 @@ Modes: eager32 (NCHW, float32), cl32 (channels_last, float32), cl_bf16 (channels
 compile (torch.compile of the forward and loss), graph (CUDA only: the whole step in one CUDA graph).
 Run by `convnet bench` in its own process; prints one JSON line:
 
-    python -m convnet._torch_peer --mode cl32 --batch-size 128 --steps 20 --data DIR --device cpu
+    python -m convnet.cli.peers.torch_peer --mode cl32 --batch-size 128 --steps 20 --data DIR --device cpu
 """
 from __future__ import annotations
 

@@ -13,19 +13,24 @@ and saved with `Figure.savefig`: no window opens and no display is needed. The w
 from __future__ import annotations
 
 import argparse
-import io
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .runs import prepare_folder
+from convnet.cli.common import (
+    CommandImage,
+    UsageError,
+    command_images,
+    load_model_file,
+    model_input,
+)
+from convnet.runs.train import prepare_folder
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .models import Sequential
+    from convnet.models.sequential import Sequential
 
 __all__ = ["add_commands", "line_filters", "line_filter_maps", "plot_line_filter_demo", "EXPLAIN_METHODS"]
 
@@ -66,7 +71,7 @@ def line_filter_maps(image: np.ndarray) -> np.ndarray:
         >>> maps.shape, float(maps[4, 4, 0]), float(maps[4, 4, 1])
         ((9, 9, 2), 7.0, 1.0)
     """
-    from . import nn
+    from convnet import nn
     array = np.asarray(image, np.float32)
     if array.ndim != 3:
         raise ValueError(f"line_filter_maps: expected one image (H, W, C). Received shape {array.shape}")
@@ -90,61 +95,6 @@ def plot_line_filter_demo(image: np.ndarray, maps: np.ndarray, title: str = "") 
     return figure
 
 
-class _Image:
-    """An image named on the command line: a file, or one of the sample photos."""
-
-    def __init__(self, path: str | None = None, sample: str | None = None):
-        self.path, self.sample = path, sample
-        self.label = path if path is not None else f"sample {sample}"
-        self.stem = os.path.splitext(os.path.basename(path if path is not None else sample))[0]
-
-    def pixels(self, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
-        """uint8 (H, W, C), converted by `datasets.load_image` when size or channels are given."""
-        from .datasets import load_image, load_sample_image
-        if self.path is not None:
-            return load_image(self.path, size=size, channels=channels)
-        pixels = load_sample_image(self.sample)
-        if size is None and channels is None:
-            return pixels
-        from PIL import Image
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")  # lossless, so load_image converts it as a file
-        return load_image(buffer.getvalue(), size=size, channels=channels)
-
-
-def _images(paths: Sequence[str], samples: Sequence[str] | None) -> list[_Image]:
-    """The images to process: the files, then the samples; both sample photos when neither is given."""
-    from ._checks import unknown_name
-    from .datasets import list_sample_images
-    for name in samples or []:
-        if name not in list_sample_images():
-            raise unknown_name("sample image", name, list_sample_images(), argument="--sample")
-    if not paths and not samples:
-        samples = list_sample_images()
-    return [_Image(path=path) for path in paths] + [_Image(sample=name) for name in samples or []]
-
-
-def _for_model(model: Sequential, image: _Image) -> tuple[np.ndarray, str | None]:
-    """(float32 (H, W, C) as the model takes it, a note saying what was converted or None), like `predict`:
-    resized and converted to the model's input size and channels, times its preprocessing scale."""
-    height, width, channels = model.input_shape
-    original = image.pixels()
-    changes = []
-    if original.shape[:2] != (height, width):
-        changes.append(f"resized from {original.shape[1]}x{original.shape[0]} to {width}x{height}")
-    if original.shape[2] != channels:
-        changes.append(f"converted from {original.shape[2]} to {channels} channel(s)")
-    pixels = image.pixels(size=(height, width), channels=channels) if changes else original
-    scale = float((model.metadata.get("preprocessing") or {}).get("scale", 1.0))
-    note = f"{image.label}  (note: {', '.join(changes)} to fit the model)" if changes else None
-    return pixels.astype(np.float32) * scale, note
-
-
-def _load_model(path: str, device: str) -> Sequential:
-    from .models import load_model
-    return load_model(path, device=device, compile=False)
-
-
 def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
     """Save as folder/name.png (name-2.png, ... when this command already wrote that name) and print the path."""
     path, count = os.path.join(folder, f"{name}.png"), 1
@@ -158,11 +108,10 @@ def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
 
 
 def _cmd_featuremaps(args: argparse.Namespace) -> int:
-    from .cli import UsageError
     if args.model is None and (args.layer is not None or args.max_maps is not None):
         raise UsageError("--layer and --max-maps need --model; without a model the command shows the seed's two "
                          "line filters")
-    images = _images(args.images, args.sample)
+    images = command_images(args.images, args.sample)
     written: set[str] = set()
     if args.model is None:
         loaded = [(image, image.pixels().astype(np.float32) / 255) for image in images]  # as the seed: pixels / 255
@@ -171,17 +120,18 @@ def _cmd_featuremaps(args: argparse.Namespace) -> int:
             figure = plot_line_filter_demo(pixels, line_filter_maps(pixels), f"{image.label}: the seed's line filters")
             _save(figure, out, f"{image.stem}-lines", written)
         return 0
-    from . import layers, viz
-    from ._checks import check_int
-    from .explain import _last_conv, resolve_layer
-    model = _load_model(args.model, args.device)
+    from convnet import layers
+    from convnet._internal.checks import check_int
+    from convnet.inspection import viz
+    from convnet.inspection.explain import _last_conv, resolve_layer
+    model = load_model_file(args.model, args.device)
     if args.layer is None:
         _last_conv(model, "featuremaps")  # raises when the model has no Conv2D layer
         targets = [item.name for item in model.layers if isinstance(item, layers.Conv2D)]
     else:
         targets = [resolve_layer(model, args.layer, op="featuremaps").name]
     max_maps = 64 if args.max_maps is None else check_int("--max-maps", args.max_maps, minimum=1, maximum=1024)
-    prepared = [(image, *_for_model(model, image)) for image in images]
+    prepared = [(image, *model_input(model, image)) for image in images]
     out = prepare_folder(args.out)
     for image, pixels, note in prepared:
         if note:
@@ -193,12 +143,13 @@ def _cmd_featuremaps(args: argparse.Namespace) -> int:
 
 
 def _cmd_filters(args: argparse.Namespace) -> int:
-    from . import layers, viz
-    from ._checks import check_int
-    from .explain import _last_conv, resolve_layer
+    from convnet import layers
+    from convnet._internal.checks import check_int
+    from convnet.inspection import viz
+    from convnet.inspection.explain import _last_conv, resolve_layer
     if args.max_filters is not None:
         check_int("--max-filters", args.max_filters, minimum=1, maximum=1024)
-    model = _load_model(args.model, args.device)
+    model = load_model_file(args.model, args.device)
     convs = [item.name for item in model.layers if isinstance(item, layers.Conv2D)]
     if args.layer is None:
         _last_conv(model, "filters")  # raises when the model has no Conv2D layer
@@ -219,21 +170,20 @@ def _class_name(model: Sequential, index: int) -> str:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from ._checks import unknown_name
-    from .cli import UsageError
-    from .explain import default_cam_layer, explain
+    from convnet._internal.checks import unknown_name
+    from convnet.inspection.explain import default_cam_layer, explain
     if args.method not in EXPLAIN_METHODS:
         raise unknown_name("explanation method", args.method, EXPLAIN_METHODS, argument="--method")
     method = EXPLAIN_METHODS[args.method]
     if args.layer is not None and method != "grad_cam":
         raise UsageError(f"--layer applies to --method gradcam only. Received: --method {args.method}")
-    model = _load_model(args.model, args.device)
+    model = load_model_file(args.model, args.device)
     classes = model.output_shape[-1]
     if args.class_index is not None and not 0 <= args.class_index < classes:
         raise ValueError(f"--class-index must be in [0, {classes - 1}] ({model.name} has {classes} classes). "
                          f"Received: {args.class_index}")
-    image = _Image(path=args.image)
-    pixels, note = _for_model(model, image)
+    image = CommandImage(path=args.image)
+    pixels, note = model_input(model, image)
     options = {"layer": args.layer or default_cam_layer(model).name} if method == "grad_cam" else {}
     result = explain(model, pixels, method=method, class_index=args.class_index, **options)
     probabilities = model.predict(pixels[None], verbose=0)[0]  # (classes,)
@@ -250,7 +200,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     import json
-    from .report import build_report
+
+    from convnet.inspection.report import build_report
     result = build_report(args.run_dir, out_dir=args.out, limit=args.limit, data_dir=args.data_dir, device=args.device)
     with open(os.path.join(args.run_dir, "metrics.json"), encoding="utf-8") as stream:
         saved = json.load(stream)

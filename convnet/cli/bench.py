@@ -5,7 +5,7 @@ pools), and the contestants take turns round by round, so slow drifts of a noisy
 alike. Each process trains a few warm-up batches, then times `steps` batches of Fashion-MNIST; figures are
 training images per second, and predict images per second over the 10,000 test images.
 
-Contestants: convnet (its public `fit`/`predict`), the hand-written PyTorch loops of `_torch_peer.py`
+Contestants: convnet (its public `fit`/`predict`), the hand-written PyTorch loops of `peers/torch_peer.py`
 (eager32, cl32, and cl_bf16 / compile / CUDA graph where the device supports them), and the seed's Keras
 code when a Python with Keras is given (`--keras-python`, or the `CONVNET_KERAS_PYTHON` variable).
 """
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_int
-from ._table import markdown_table
+from convnet._internal.checks import check_int
+from convnet._internal.table import markdown_table
 
 TRAIN_GFLOP_PER_IMAGE = 0.537  # seed CNN: 3 x 2 x 89.46 M multiply-adds (forward, and backward for inputs and weights)
 
@@ -47,6 +47,7 @@ class BenchConfig:
 def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
     """The contestant: convnet's public API, as a user would call it."""
     import torch
+
     import convnet
     convnet.utils.set_random_seed(0)
     x = np.load(os.path.join(args.data, "x_train.npy"))[..., None].astype(np.float32) / 255
@@ -67,7 +68,7 @@ def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
     start = time.perf_counter()
     model.predict(x_test, batch_size=1000, verbose=0)
     predict_seconds = time.perf_counter() - start
-    from .engine import describe
+    from convnet.training.engine import describe
     return {"train_img_s": timed / train_seconds, "predict_img_s": len(x_test) / predict_seconds,
             "engine": describe(model.engine)}
 
@@ -106,14 +107,15 @@ def contestants(config: BenchConfig, device: str
                 ) -> tuple[list[tuple[str, list[str], dict[str, str] | None]], dict[str, str]]:
     """(name, command without the per-batch arguments, environment) for each contestant to run, and the peers
     not run on this device, each with the reason (printed under the table, kept in the JSON)."""
-    from .engine import native_bf16
     import torch
+
+    from convnet.training.engine import native_bf16
     python = sys.executable
-    items = [("convnet", [python, "-m", "convnet.bench", "--worker", "convnet"], None)]
+    items = [("convnet", [python, "-m", "convnet.cli.bench", "--worker", "convnet"], None)]
     left_out: dict[str, str] = {}
     if not config.peers:
         return items, left_out
-    peer = [python, "-m", "convnet._torch_peer"]
+    peer = [python, "-m", "convnet.cli.peers.torch_peer"]
     items += [("pytorch eager fp32", [*peer, "--mode", "eager32"], None),
               ("pytorch channels_last fp32", [*peer, "--mode", "cl32"], None)]
     if native_bf16(torch.device(device)):
@@ -130,7 +132,7 @@ def contestants(config: BenchConfig, device: str
     if keras_python:
         backend = config.keras_backend or ("jax" if device.startswith("cuda") else "tensorflow")
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_keras_peer.py")
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "keras_peer.py")
         items.append((f"keras 3 ({backend})", [keras_python, script], env))
     else:
         left_out["keras 3"] = "no --keras-python (a Python with Keras installed) was given"
@@ -140,8 +142,8 @@ def contestants(config: BenchConfig, device: str
 def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Measure every contestant at every batch size, `repeats` times, round by round; returns the results
     (also written as JSON to `config.out`)."""
-    from .runs import environment
-    from .utils import resolve_device
+    from convnet.runs.train import environment
+    from convnet.utils import resolve_device
     device = str(resolve_device(config.device))
     steps = config.steps or (300 if device.startswith("cuda") else 20)
     check_int("steps", steps, minimum=1)
@@ -149,7 +151,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     check_int("predict_images", config.predict_images, minimum=1)
     for bs in config.batch_sizes:
         check_int("batch_size", bs, minimum=1)
-    from .datasets import fashion_mnist
+    from convnet.datasets.core import fashion_mnist
     (x_train, y_train), (x_test, _) = fashion_mnist.load_data(data_dir=config.data_dir)
     needed = (steps + 3) * max(config.batch_sizes)
     if needed > len(x_train):
@@ -165,7 +167,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             for bs in config.batch_sizes:
                 for name, command, env in runners:
                     arguments = ["--batch-size", str(bs), "--steps", str(steps), "--data", data]
-                    if not command[-1].endswith("_keras_peer.py"):
+                    if not command[-1].endswith("keras_peer.py"):
                         arguments += ["--device", device]
                     result = _run(command + arguments, env)
                     results[name].setdefault(str(bs), []).append(result)
@@ -228,7 +230,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker entry point: `python -m convnet.bench --worker convnet ...` (used by `run`)."""
+    """Worker entry point: `python -m convnet.cli.bench --worker convnet ...` (used by `run`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", required=True, choices=["convnet"])
     parser.add_argument("--batch-size", type=int, required=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_int, describe, unknown_name
+from convnet._internal.checks import check_int, describe, unknown_name
 
 __all__ = ["ShapesDataset", "CLASS_NAMES", "draw_shapes"]
 
@@ -95,7 +95,7 @@ def draw_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator,
         index = np.flatnonzero(labels == label)
         if index.size == 0:
             continue
-        column = lambda v: v[index, None, None].astype(np.float32)  # noqa: E731  (n,) -> (k, 1, 1)
+        column = lambda v: v[index, None, None].astype(np.float32)
         dx = coords[None, None, :] - column(cx)  # (k, 1, W)
         dy = coords[None, :, None] - column(cy)  # (k, H, 1)
         dx, dy = np.broadcast_arrays(dx, dy)  # (k, H, W) each

@@ -1,7 +1,7 @@
 """Benchmark peer: the seed's own Keras code (Keras 3, any backend). Standalone: it imports keras and
 NumPy only, so it runs in a separate environment where Keras is installed:
 
-    KERAS_BACKEND=tensorflow /path/to/keras-env/bin/python convnet/_keras_peer.py --batch-size 128 --steps 20 --data DIR
+    KERAS_BACKEND=tensorflow /path/to/keras-env/bin/python convnet/cli/peers/keras_peer.py --batch-size 128 --steps 20 --data DIR
 
 It trains on `warmup` batches first (Keras traces its graph then), times `steps` more, and prints one
 JSON line with images per second for training and for predict.

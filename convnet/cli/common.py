@@ -1,0 +1,77 @@
+"""What the command groups share: exit codes, usage errors, and images named on the command line
+converted for a model (as `predict` does)."""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from convnet.models.sequential import Sequential
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad argument or input, reported as one line and exit code 2."""
+
+
+class CommandImage:
+    """An image named on the command line: a file, or one of the sample photos."""
+
+    def __init__(self, path: str | None = None, sample: str | None = None):
+        self.path, self.sample = path, sample
+        self.label = path if path is not None else f"sample {sample}"
+        self.stem = os.path.splitext(os.path.basename(path if path is not None else sample))[0]
+
+    def pixels(self, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
+        """uint8 (H, W, C), converted by `datasets.load_image` when size or channels are given."""
+        from convnet.datasets.core import load_image, load_sample_image
+        if self.path is not None:
+            return load_image(self.path, size=size, channels=channels)
+        pixels = load_sample_image(self.sample)
+        if size is None and channels is None:
+            return pixels
+        from PIL import Image
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")  # lossless, so load_image converts it as a file
+        return load_image(buffer.getvalue(), size=size, channels=channels)
+
+
+def command_images(paths: Sequence[str], samples: Sequence[str] | None) -> list[CommandImage]:
+    """The images to process: the files, then the samples; both sample photos when neither is given."""
+    from convnet._internal.checks import unknown_name
+    from convnet.datasets.core import list_sample_images
+    for name in samples or []:
+        if name not in list_sample_images():
+            raise unknown_name("sample image", name, list_sample_images(), argument="--sample")
+    if not paths and not samples:
+        samples = list_sample_images()
+    return [CommandImage(path=path) for path in paths] + [CommandImage(sample=name) for name in samples or []]
+
+
+def model_input(model: Sequential, image: CommandImage) -> tuple[np.ndarray, str | None]:
+    """(float32 (H, W, C) as the model takes it, a note saying what was converted or None), like `predict`:
+    resized and converted to the model's input size and channels, times its preprocessing scale."""
+    height, width, channels = model.input_shape
+    original = image.pixels()
+    changes = []
+    if original.shape[:2] != (height, width):
+        changes.append(f"resized from {original.shape[1]}x{original.shape[0]} to {width}x{height}")
+    if original.shape[2] != channels:
+        changes.append(f"converted from {original.shape[2]} to {channels} channel(s)")
+    pixels = image.pixels(size=(height, width), channels=channels) if changes else original
+    scale = float((model.metadata.get("preprocessing") or {}).get("scale", 1.0))
+    note = f"{image.label}  (note: {', '.join(changes)} to fit the model)" if changes else None
+    return pixels.astype(np.float32) * scale, note
+
+
+def load_model_file(path: str, device: str = "auto", compile: bool = False) -> Sequential:
+    """The model in `path` on `device`."""
+    from convnet.models import load_model
+    return load_model(path, device=device, compile=compile)

@@ -1,0 +1,7 @@
+"""How models train: the loop behind `fit`/`evaluate`/`predict` (`loop`), how each step executes on a
+device (`engine`), checkpoints for exact resume (`checkpoint`) and the progress display (`progress`)."""
+from convnet.training.checkpoint import TrainingState
+from convnet.training.engine import Engine
+from convnet.training.loop import TrainingInterrupted, evaluate, fit, predict
+
+__all__ = ["fit", "evaluate", "predict", "TrainingInterrupted", "Engine", "TrainingState"]
