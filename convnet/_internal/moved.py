@@ -47,12 +47,13 @@ def resolve(old: str) -> ModuleType | None:
 class _Alias(importlib.abc.Loader):
     def __init__(self, module: ModuleType):
         self.module = module
+        self.spec = module.__spec__
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         return self.module
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__spec__ = self.module.__spec__  # the import system stamped the old name's spec on it
+        module.__spec__ = self.spec  # the import system stamped the old name's spec on it
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder):
