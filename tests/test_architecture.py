@@ -10,8 +10,6 @@ import subprocess
 import sys
 import warnings
 
-import pytest
-
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "convnet"
 
 
@@ -74,7 +72,7 @@ def test_no_import_cycles_even_through_imports_inside_functions():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [node, nxt]) if nxt in trail else f"{node} -> {nxt}")
+                cycles.append(" -> ".join([*trail[trail.index(nxt):], node, nxt]) if nxt in trail else f"{node} -> {nxt}")
             elif nxt not in state:
                 visit(nxt, [*trail, node])
         state[node] = "done"
@@ -94,7 +92,8 @@ def test_init_files_only_re_export_and_declare_all():
                              for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
                              if isinstance(target, ast.Name)}, name
         classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
-        functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name != "__getattr__"]
+        functions = [node.name for node in tree.body
+                     if isinstance(node, ast.FunctionDef) and node.name != "__getattr__"]
         assert classes == [] and functions == [], f"{name} defines {classes + functions}; define them in a module"
 
 
@@ -145,8 +144,8 @@ def test_inspection_shortcuts_work_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         import convnet
-        from convnet import viz
         import convnet.explain
+        from convnet import viz
         assert viz is importlib.import_module("convnet.inspection.viz")
         assert convnet.explain is importlib.import_module("convnet.inspection.explain")
         assert convnet.explain.__spec__.name == "convnet.inspection.explain"
