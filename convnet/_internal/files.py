@@ -47,12 +47,9 @@ def file_mode(path: str) -> int:
 def probe_folder(folder: str, what: str = "folder") -> None:
     """Create `folder` if needed and check a file can be written in it; ValueError naming it otherwise
     (fail now, not after an hour of training)."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"the {what} {folder!r} cannot be created: {error.strerror or error}") from None
     probe = os.path.join(folder, ".write-test")
     try:
+        os.makedirs(folder, exist_ok=True)
         with open(probe, "wb") as stream:
             stream.write(b"ok")
         os.unlink(probe)
