@@ -145,7 +145,7 @@ def nhwc_ints(name: str, value: Any) -> tuple[int, int, int, int]:
                          f"Received: {name}={list(values)} ({len(values)} elements)")
     if any(v < 1 for v in values):
         raise ValueError(f"`{name}` values must be >= 1. Received: {name}={list(values)}")
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2], values[3]
 
 
 def shape_str(shape: Sequence[int | None]) -> str:

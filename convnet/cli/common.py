@@ -25,16 +25,19 @@ class CommandImage:
     """An image named on the command line: a file, or one of the sample photos."""
 
     def __init__(self, path: str | None = None, sample: str | None = None):
-        self.path, self.sample = path, sample
+        name = path if path is not None else sample
+        if name is None or (path is not None and sample is not None):
+            raise ValueError("CommandImage takes a file `path` or a `sample` name, exactly one of them")
+        self.path, self.sample, self.name = path, sample, name
         self.label = path if path is not None else f"sample {sample}"
-        self.stem = os.path.splitext(os.path.basename(path if path is not None else sample))[0]
+        self.stem = os.path.splitext(os.path.basename(name))[0]
 
     def pixels(self, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
         """uint8 (H, W, C), converted by `datasets.load_image` when size or channels are given."""
-        from convnet.datasets.core import load_image, load_sample_image
-        if self.path is not None:
-            return load_image(self.path, size=size, channels=channels)
-        pixels = load_sample_image(self.sample)
+        from convnet.datasets import load_image, load_sample_image
+        if self.sample is None:
+            return load_image(self.name, size=size, channels=channels)
+        pixels = load_sample_image(self.name)
         if size is None and channels is None:
             return pixels
         from PIL import Image
@@ -46,7 +49,7 @@ class CommandImage:
 def command_images(paths: Sequence[str], samples: Sequence[str] | None) -> list[CommandImage]:
     """The images to process: the files, then the samples; both sample photos when neither is given."""
     from convnet._internal.checks import unknown_name
-    from convnet.datasets.core import list_sample_images
+    from convnet.datasets import list_sample_images
     for name in samples or []:
         if name not in list_sample_images():
             raise unknown_name("sample image", name, list_sample_images(), argument="--sample")
@@ -58,6 +61,8 @@ def command_images(paths: Sequence[str], samples: Sequence[str] | None) -> list[
 def model_input(model: Sequential, image: CommandImage) -> tuple[np.ndarray, str | None]:
     """(float32 (H, W, C) as the model takes it, a note saying what was converted or None), like `predict`:
     resized and converted to the model's input size and channels, times its preprocessing scale."""
+    if model.input_shape is None:
+        raise UsageError(f"the model {model.name!r} has no input shape, so images cannot be converted for it")
     height, width, channels = model.input_shape
     original = image.pixels()
     changes = []
