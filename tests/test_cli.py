@@ -77,7 +77,7 @@ def test_evaluate_uses_the_dataset_recorded_in_the_model(quick_run, capsys):
 
 def test_predict_shows_top_k_class_names_and_conversions(quick_run, fashion, tmp_path, capsys):
     from PIL import Image
-    (_, _), (x_test, y_test) = fashion
+    (_, _), (x_test, _) = fashion
     path = tmp_path / "boot.png"
     Image.fromarray(x_test[0]).convert("RGB").resize((56, 56)).save(path)
     assert main(["predict", str(quick_run / "model.convnet"), str(path), "--top-k", "2", "--device", "cpu"]) == 0
@@ -155,3 +155,81 @@ def test_real_subprocess_help_version_and_train(tmp_path, fashion):
     bad = subprocess.run([sys.executable, "-m", "convnet", "train", "--model", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert np.isfinite(json.loads((tmp_path / "sub" / "metrics.json").read_text())["test_loss"])
+
+
+# field: (the text given on the command line, the value the TrainConfig field must receive)
+OPTION_SAMPLES = {
+    "model": ("lenet5", "lenet5"), "dataset": ("shapes", "shapes"), "epochs": ("3", 3), "batch_size": ("64", 64),
+    "optimizer": ("adam", "adam"), "lr": ("0.01", 0.01), "seed": ("7", 7), "limit": ("500", 500),
+    "val_size": ("100", 100), "test_limit": ("50", 50), "device": ("cpu", "cpu"), "data_dir": ("/d", "/d"),
+    "out": ("runs/x", "runs/x"), "verbose": ("2", 2), "checkpoint_minutes": ("1", 1.0), "schedule": ("cosine", "cosine"),
+    "label_smoothing": ("0.1", 0.1), "augment": ("flip-shift", "flip-shift"), "precision": ("auto", "auto"),
+    "recipe": ("fast", "fast"),
+}
+
+
+def train_parser():
+    import argparse
+
+    from convnet.cli.main import build_parser
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return commands.choices["train"]
+
+
+def test_every_train_config_field_is_an_option_of_its_type():
+    """One --flag per TrainConfig field, its text converted to the field's type (an int stays an int, a float
+    option given "1" becomes 1.0); options not given are left out, so recipes can tell them from defaults."""
+    import dataclasses
+
+    from convnet.runs.train import TrainConfig
+    fields = {item.name: item for item in dataclasses.fields(TrainConfig)}
+    assert set(OPTION_SAMPLES) == set(fields)  # a new field needs a sample here
+    argv = [part for name, (text, _) in OPTION_SAMPLES.items() for part in ("--" + name.replace("_", "-"), text)]
+    args = train_parser().parse_args(argv)
+    for name, (_, expected) in OPTION_SAMPLES.items():
+        value = getattr(args, name)
+        assert value == expected and type(value) is type(expected), (name, value)
+    assert TrainConfig(**{name: getattr(args, name) for name in fields}).validate()
+    assert not any(hasattr(train_parser().parse_args([]), name) for name in fields)
+    assert train_parser().parse_args(["--verbose", "auto"]).verbose == "auto"  # int | str: text unless digits
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "2.5"], ["--lr", "fast"], ["--limit", "many"], ["--seed", "1e3"]])
+def test_options_of_the_wrong_type_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[0]}: invalid" in capsys.readouterr().err
+
+
+def test_train_help_shows_each_option_with_its_default_and_choices():
+    from convnet.runs.train import AUGMENTATIONS, RECIPES
+    text = " ".join(train_parser().format_help().split())  # unwrapped
+    assert "--epochs EPOCHS passes over the training images (default: 10)" in text
+    assert "--augment {" + ",".join(AUGMENTATIONS) + "}" in text and "--recipe {" + ",".join(RECIPES) + "}" in text
+    assert "--precision {auto,float32,bfloat16}" in text
+    assert "--lr LR learning rate (default: the optimizer's Keras default" in text  # None: no "(default: None)"
+
+
+def test_augment_and_recipe_choices_are_checked_by_the_config_with_suggestions(capsys):
+    assert main(["train", "--augment", "flip-shfit"]) == 2
+    assert capsys.readouterr().err.startswith("convnet train: error: `augment`: unknown augment 'flip-shfit'. "
+                                              "Did you mean 'flip-shift'")
+    assert main(["train", "--recipe", "fsat"]) == 2
+    assert capsys.readouterr().err.startswith("convnet train: error: `recipe`: unknown recipe 'fsat'. "
+                                              "Did you mean 'fast'")
+
+
+def test_a_field_type_the_command_line_cannot_read_is_refused():
+    import argparse
+    import dataclasses
+
+    from convnet.cli.main import add_dataclass_options
+
+    @dataclasses.dataclass
+    class Settings:
+        sizes: tuple = (1, 2)
+
+    with pytest.raises(TypeError, match="cannot read field `sizes`"):
+        add_dataclass_options(argparse.ArgumentParser(), Settings)

@@ -145,7 +145,7 @@ def test_ops_on_any_rank_refuse_cleanly(shape, kind, dtype):
     x = values(tuple(shape), 0, dtype)
     call = {"conv": lambda: nn.conv2d(x, np.ones((1, 1, max(shape[-1:] or [1]) or 1, 2), np.float32), 1, "SAME"),
             "max": lambda: nn.max_pool(x, 2, 2, "SAME"), "avg": lambda: nn.avg_pool(x, 2, 2, "VALID")}[kind]
-    out, error = run(call)
+    _, error = run(call)
     valid = len(shape) == 4 and min(shape[1:]) >= 1 and (kind != "avg" or min(shape[1:3]) >= 2)
     assert (error is None) == valid, f"shape {shape}: {error!r}"
     if error is not None:
@@ -332,7 +332,7 @@ def test_layers_refuse_bad_arguments_with_value_or_type_errors(layer, argument, 
     made, error = run(lambda: getattr(layers, layer)(*positional, **kwargs))
     if error is not None:
         return
-    out, error = run(lambda: made(np.ones((1, 6, 6, 4), np.float32)))
+    _, error = run(lambda: made(np.ones((1, 6, 6, 4), np.float32)))
     assert error is None or isinstance(error, (ValueError, TypeError))
 
 

@@ -472,7 +472,7 @@ def test_kill_during_checkpoint_writes_never_damages_last_ckpt(tmp_path):
         time.sleep(rng.uniform(0.0, 0.12))  # a save takes about 0.06 s, a quarter of it writing
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        tensors, config = decode(os.path.join(folder, checkpoint.LAST), "checkpoint")
+        _, config = decode(os.path.join(folder, checkpoint.LAST), "checkpoint")
         step = config["state"]["global_step"]
         assert step > previous
         previous = step

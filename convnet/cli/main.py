@@ -13,8 +13,10 @@ import argparse
 import dataclasses
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Union
 
 from convnet import __version__
 from convnet.cli.common import (
@@ -32,27 +34,41 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One --flag per dataclass field, typed from its default and annotation, help from its metadata."""
+def _int_or_str(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _converter(name: str, hint: Any) -> Callable[[str], Any]:
+    """The function argparse turns an option's text into the field's type with, from its resolved type hint:
+    int, float or str; `X | None` as X (None is the default, never typed); `int | str` as an int when the text
+    is digits (`--verbose 2`), else the text (`--verbose auto`)."""
+    if typing.get_origin(hint) in (Union, types.UnionType):  # Optional[X] and X | None alike
+        kinds = {kind for kind in typing.get_args(hint) if kind is not type(None)}
+        if kinds == {int, str}:
+            return _int_or_str
+        if len(kinds) == 1:
+            return _converter(name, kinds.pop())
+    elif hint in (int, float, str):
+        return hint
+    raise TypeError(f"the command line cannot read field `{name}` of type {hint!r}: give it int, float or str, "
+                    f"optionally `| None`, or `int | str`")
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per field of the dataclass `cls`: converted by its type hint, help from its metadata
+    ("help", and "choices" where the settings accept a fixed set, shown as the metavar), and its default
+    shown in the help."""
+    hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
-        annotation = str(item.type)
-        if "float" in annotation:
-            kind: Callable[[str], Any] = float
-        elif annotation.startswith("int | str"):
-            kind = _int_or_str
-        elif "int" in annotation:
-            kind = int
-        else:
-            kind = str
+        choices = item.metadata.get("choices")
+        # the choices are shown, not enforced here: the config checks them (case-insensitively, with close-match
+        # suggestions), so that rule lives in one place
+        metavar = "{" + ",".join(choices) + "}" if choices else item.name.upper()
         shown = "" if item.default is None else f" (default: {item.default})"
         # SUPPRESS: only the options given on the command line appear in the namespace, so a recipe can
         # tell them from defaults
-        parser.add_argument(_flag(item.name), dest=item.name, type=kind, default=argparse.SUPPRESS,
-                            metavar=item.name.upper(), help=item.metadata.get("help", "") + shown)
-
-
-def _int_or_str(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
+        parser.add_argument(_flag(item.name), dest=item.name, type=_converter(item.name, hints[item.name]),
+                            default=argparse.SUPPRESS, metavar=metavar, help=item.metadata.get("help", "") + shown)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -155,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model preset on a dataset and save the run",
                                 description="Train a preset (the seed CNN by default) on Fashion-MNIST, print "
                                             "per-epoch validation and final test accuracy, and write the run folder.")
-    _add_dataclass_options(train, TrainConfig)
+    add_dataclass_options(train, TrainConfig)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
                        "with the settings it was started with")
     train.set_defaults(run=_cmd_train)

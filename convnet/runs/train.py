@@ -13,9 +13,9 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -23,13 +23,25 @@ import torch
 from convnet import callbacks as callbacks_module
 from convnet import schedules, zoo
 from convnet._internal.checks import check_choice, check_float, check_int, unknown_name
-from convnet._internal.files import atomic_write
+from convnet._internal.files import atomic_write, probe_folder
 from convnet.training import checkpoint
+from convnet.training.engine import PRECISIONS
 from convnet.utils import resolve_device, set_random_seed
 
 
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _option(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
+    """A field with its command-line help and, where the setting takes one of a fixed set, the choices
+    (`validate` checks them; `convnet train --help` shows them)."""
+    return field(default=default, metadata={"help": help, "choices": tuple(choices)})
+
+
+AUGMENTATIONS = ("none", "shift", "flip-shift")
+RECIPES: dict[str, dict[str, Any]] = {
+    # The strongest time-to-accuracy setting measured for the seed CNN so far (../shared/peers: 92.4% after
+    # 15 epochs on an H200): large batches, one-cycle, label smoothing, small shifts and flips.
+    "fast": {"batch_size": 256, "optimizer": "nadam", "lr": 0.002, "schedule": "onecycle", "label_smoothing": 0.1,
+             "augment": "flip-shift", "epochs": 15, "precision": "auto"},
+}
 
 
 @dataclass
@@ -58,12 +70,12 @@ class TrainConfig:
     schedule: str = _option("constant", "learning-rate schedule: constant, onecycle (peak --lr), cosine or step")
     label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy (0 to 1)")
     augment: str = _option("none", "on-device augmentation: none, shift (up to 2 pixels), flip-shift "
-                                   "(also horizontal flips)")
+                                   "(also horizontal flips)", choices=AUGMENTATIONS)
     precision: str = _option("float32", "float32 (as Keras), bfloat16, or auto (bf16 where the hardware "
-                                         "computes it natively, else float32)")
+                                         "computes it natively, else float32)", choices=PRECISIONS)
     recipe: str | None = _option(None, "a preset that sets several options at once: fast (batch 256, nadam with "
                                        "a one-cycle schedule peaking at 0.002, label smoothing 0.1, flip-shift "
-                                       "augmentation, 15 epochs, precision auto)")
+                                       "augmentation, 15 epochs, precision auto)", choices=tuple(RECIPES))
 
     def validate(self) -> TrainConfig:
         from convnet import optimizers
@@ -91,22 +103,13 @@ class TrainConfig:
             check_choice("recipe", self.recipe, tuple(RECIPES))
         return self
 
-    def with_recipe(self, keep: Sequence[str] = ()) -> TrainConfig:
+    def with_recipe(self, keep: Collection[str] = ()) -> TrainConfig:
         """A copy with the recipe's settings applied, except the fields named in `keep` (the options a user
         gave explicitly). `train` does not apply recipes itself: resolve them first."""
         if self.recipe is None:
             return self
         settings = RECIPES[check_choice("recipe", self.recipe, tuple(RECIPES))]
         return dataclasses.replace(self, **{k: v for k, v in settings.items() if k not in keep})
-
-
-AUGMENTATIONS = ("none", "shift", "flip-shift")
-RECIPES: dict[str, dict[str, Any]] = {
-    # The strongest time-to-accuracy setting measured for the seed CNN so far (../shared/peers: 92.4% after
-    # 15 epochs on an H200): large batches, one-cycle, label smoothing, small shifts and flips.
-    "fast": {"batch_size": 256, "optimizer": "nadam", "lr": 0.002, "schedule": "onecycle", "label_smoothing": 0.1,
-             "augment": "flip-shift", "epochs": 15, "precision": "auto"},
-}
 
 
 def augmentation_layers(name: str, image_size: tuple[int, int]) -> list:
@@ -153,14 +156,7 @@ def default_folder(config: TrainConfig) -> str:
 
 def prepare_folder(folder: str) -> str:
     """Create the run folder and prove it is writable now, not after an hour of training."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".write-test")
-        with open(probe, "wb") as stream:
-            stream.write(b"ok")
-        os.unlink(probe)
-    except OSError as error:
-        raise ValueError(f"the output folder {folder!r} is not writable: {error.strerror or error}") from None
+    probe_folder(folder, "output folder")
     return folder
 
 
@@ -218,7 +214,8 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
                           augmentation=augmentation_layers(config.augment, dataset.input_shape[:2]))
     model.metadata = {"dataset": config.dataset, "class_names": list(dataset.class_names),
                       "preprocessing": {"scale": 1 / 255}}
-    learning_rate = config.lr if config.lr is not None else optimizers.get(config.optimizer).learning_rate
+    # the optimizer's Keras default learning rate: a number, never a schedule
+    learning_rate = config.lr if config.lr is not None else cast(float, optimizers.get(config.optimizer).learning_rate)
     optimizer = optimizers.get(config.optimizer, schedules.from_name(config.schedule, learning_rate))
     model.compile(optimizer=optimizer, loss=losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy"], device=config.device, precision=config.precision)
