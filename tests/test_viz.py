@@ -19,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 
 from convnet import explain, models, nn, utils, viz
+from convnet.inspection import figures
 from convnet import layers as L
 from convnet.callbacks import History
 
@@ -74,6 +75,31 @@ def test_doctests():
 def test_import_convnet_loads_no_matplotlib():
     code = "import sys, convnet, convnet.explain; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_figures_sit_below_explain_and_viz():
+    """Imports point one way: figures <- explain <- viz (the results' .plot() used to import viz)."""
+    code = ("import sys, convnet.inspection.figures; assert 'convnet.inspection.explain' not in sys.modules; "
+            "import convnet.inspection.explain; assert 'convnet.inspection.viz' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert viz.plot_saliency is figures.plot_saliency  # re-exported: convnet.viz keeps its names
+
+
+def test_save_figure_writes_the_png_and_closes_pyplot_figures(tmp_path):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    figure = plt.figure(figsize=(2, 1.5))
+    figure.add_subplot().plot([0, 1], [1, 0])
+    path = str(tmp_path / "line.png")
+    assert figures.save_figure(figure, path, dpi=50) == path
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (100, 75)  # inches x dpi
+    assert not plt.fignum_exists(figure.number)  # pyplot no longer holds it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line.png"]  # no temporary file left behind
+    own = figures.new_figure(3, 2)  # the object API's figures: saved at the default dpi, pyplot untouched
+    figures.save_figure(own, str(tmp_path / "own.png"))
+    with Image.open(tmp_path / "own.png") as image:
+        assert image.size == (3 * figures.FIGURE_DPI, 2 * figures.FIGURE_DPI)
 
 
 # Feature maps

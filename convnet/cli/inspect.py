@@ -7,7 +7,7 @@ sub-parsers.
     convnet report RUN                                                an HTML page about a finished run
 
 Each command prints the paths it wrote, one per line, last. Figures are drawn with Matplotlib's object API
-and saved with `Figure.savefig`: no window opens and no display is needed. The work is done by
+and saved with `convnet.inspection.figures.save_figure`: no window opens and no display is needed. The work is done by
 `convnet.viz`, `convnet.explain` and `convnet.report`; this module parses, loads and saves.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from convnet.cli.common import (
     load_model_file,
     model_input,
 )
+from convnet.inspection.figures import FIGURE_DPI, new_figure, save_figure
 from convnet.runs.train import prepare_folder
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "line_filters", "line_filter_maps", "plot_line_filter_demo", "EXPLAIN_METHODS"]
 
 LINE_FILTER_SIZE = 7  # the seed's filters are 7x7, with the line through the middle row or column
-FIGURE_DPI = 100  # pixels per inch of the PNG files
 DEMO_PANEL_INCHES = 4.0  # width of each of the demo's three panels
 EXPLAIN_METHODS = {"gradcam": "grad_cam", "saliency": "gradient", "smoothgrad": "smoothgrad",
                    "occlusion": "occlusion"}  # CLI name -> convnet.explain method
@@ -81,9 +81,8 @@ def line_filter_maps(image: np.ndarray) -> np.ndarray:
 
 def plot_line_filter_demo(image: np.ndarray, maps: np.ndarray, title: str = "") -> Figure:
     """The seed's figure, in one row: the image, the vertical-line map and the horizontal-line map."""
-    from matplotlib.figure import Figure
     height, width = image.shape[:2]
-    figure = Figure(figsize=(3 * DEMO_PANEL_INCHES, DEMO_PANEL_INCHES * height / width + 0.7), layout="constrained")
+    figure = new_figure(3 * DEMO_PANEL_INCHES, DEMO_PANEL_INCHES * height / width + 0.7)
     panels = [(image[:, :, 0] if image.shape[2] == 1 else np.clip(image, 0, 1), "input"),
               (maps[:, :, 0], "vertical-line filter: map 0"), (maps[:, :, 1], "horizontal-line filter: map 1")]
     for ax, (picture, text) in zip(figure.subplots(1, 3), panels):
@@ -101,7 +100,7 @@ def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
     while path in written:
         count += 1
         path = os.path.join(folder, f"{name}-{count}.png")
-    figure.savefig(path, dpi=FIGURE_DPI)
+    save_figure(figure, path, dpi=FIGURE_DPI)
     written.add(path)
     print(path, flush=True)
     return path
@@ -120,14 +119,12 @@ def _cmd_featuremaps(args: argparse.Namespace) -> int:
             figure = plot_line_filter_demo(pixels, line_filter_maps(pixels), f"{image.label}: the seed's line filters")
             _save(figure, out, f"{image.stem}-lines", written)
         return 0
-    from convnet import layers
     from convnet._internal.checks import check_int
     from convnet.inspection import viz
-    from convnet.inspection.explain import _last_conv, resolve_layer
+    from convnet.inspection.explain import conv_layers, resolve_layer
     model = load_model_file(args.model, args.device)
     if args.layer is None:
-        _last_conv(model, "featuremaps")  # raises when the model has no Conv2D layer
-        targets = [item.name for item in model.layers if isinstance(item, layers.Conv2D)]
+        targets = [item.name for item in conv_layers(model, "featuremaps")]  # raises when the model has none
     else:
         targets = [resolve_layer(model, args.layer, op="featuremaps").name]
     max_maps = 64 if args.max_maps is None else check_int("--max-maps", args.max_maps, minimum=1, maximum=1024)
@@ -143,16 +140,14 @@ def _cmd_featuremaps(args: argparse.Namespace) -> int:
 
 
 def _cmd_filters(args: argparse.Namespace) -> int:
-    from convnet import layers
     from convnet._internal.checks import check_int
     from convnet.inspection import viz
-    from convnet.inspection.explain import _last_conv, resolve_layer
+    from convnet.inspection.explain import conv_layers, resolve_layer
     if args.max_filters is not None:
         check_int("--max-filters", args.max_filters, minimum=1, maximum=1024)
     model = load_model_file(args.model, args.device)
-    convs = [item.name for item in model.layers if isinstance(item, layers.Conv2D)]
     if args.layer is None:
-        _last_conv(model, "filters")  # raises when the model has no Conv2D layer
+        convs = [item.name for item in conv_layers(model, "filters")]  # raises when the model has none
         layer = convs[0]
         if len(convs) > 1:
             print(f"Showing {layer}, the first Conv2D layer; the others: {', '.join(convs[1:])} (pick with --layer)")
@@ -178,7 +173,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.layer is not None and method != "grad_cam":
         raise UsageError(f"--layer applies to --method gradcam only. Received: --method {args.method}")
     model = load_model_file(args.model, args.device)
-    classes = model.output_shape[-1]
+    classes = (model.output_shape or (0,))[-1]  # a loaded model is built: never the (0,)
     if args.class_index is not None and not 0 <= args.class_index < classes:
         raise ValueError(f"--class-index must be in [0, {classes - 1}] ({model.name} has {classes} classes). "
                          f"Received: {args.class_index}")

@@ -30,7 +30,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,18 +47,24 @@ from convnet._internal.checks import (
     shape_str,
     unknown_name,
 )
+from convnet.inspection import figures
 from convnet.models.sequential import Sequential
 from convnet.training import loop as training
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["saliency", "grad_cam", "occlusion", "top_activations", "TopActivations", "explain", "Explanation",
-           "list_methods", "feature_maps", "prepare_image", "receptive_field_box", "resolve_layer"]
+           "list_methods", "feature_maps", "prepare_image", "receptive_field_box", "resolve_layer", "default_cam_layer",
+           "conv_layers", "layer_rows", "check_model"]
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 weights, as Pillow's "L" mode and datasets.load_image
 _CHUNK = 32  # noisy copies per forward pass in SmoothGrad
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def _check_model(model: Any) -> Sequential:
+def check_model(model: Any) -> Sequential:
+    """`model`, checked to be a built convnet Sequential (TypeError or ValueError saying what is wrong)."""
     if not isinstance(model, Sequential):
         raise TypeError(f"`model` must be a convnet Sequential model. Received: model={describe(model)}")
     if model.input_shape is None or not model.layers:
@@ -118,7 +124,8 @@ def prepare_image(model: Sequential, image: Any, argument: str = "image") -> tor
         raise ValueError(f"`{argument}` must be one image (H, W, C) or (1, H, W, C). Received shape "
                          f"{shape_str(received)}{hint}")
     tensor = tensor.float()
-    height, width, channels = model.input_shape if len(model.input_shape) == 3 else (None, None, None)
+    shape = model.input_shape or ()
+    height, width, channels = shape if len(shape) == 3 else (None, None, None)
     if channels is not None and tensor.shape[2] != channels:
         if tensor.shape[2] == 3 and channels == 1:
             tensor = (tensor * torch.tensor(LUMA)).sum(-1, keepdim=True)  # (H, W, 3) -> (H, W, 1)
@@ -141,7 +148,8 @@ def prepare_image(model: Sequential, image: Any, argument: str = "image") -> tor
     return tensor[None].contiguous().to(model.device)  # (1, H, W, C)
 
 
-def _layer_rows(model: Sequential) -> dict[str, dict[str, Any]]:
+def layer_rows(model: Sequential) -> dict[str, dict[str, Any]]:
+    """`model.layer_table()` by layer name: output shape, parameters, receptive field, jump, start."""
     return {row["name"]: row for row in model.layer_table()}
 
 
@@ -168,7 +176,7 @@ def resolve_layer(model: Sequential, layer: Any, *, need: str = "spatial", op: s
         found = layer
     else:
         raise TypeError(f"`layer` must be a layer name, an index or a layer. Received: layer={describe(layer)}")
-    rows = _layer_rows(model)
+    rows = layer_rows(model)
     if need == "conv":
         qualify = [item.name for item in model.layers if isinstance(item, layers_module.Conv2D)]
         what = "is not a Conv2D layer"
@@ -181,12 +189,13 @@ def resolve_layer(model: Sequential, layer: Any, *, need: str = "spatial", op: s
     return found
 
 
-def _last_conv(model: Sequential, op: str) -> layers_module.Layer:
-    convs = [item for item in model.layers if isinstance(item, layers_module.Conv2D)]
+def conv_layers(model: Sequential, op: str) -> list[layers_module.Layer]:
+    """The Conv2D layers of `model`, in order; ValueError naming `op` and the model's layers when it has none."""
+    convs: list[layers_module.Layer] = [item for item in model.layers if isinstance(item, layers_module.Conv2D)]
     if not convs:
         raise ValueError(f"{op}: {model.name} has no Conv2D layer; pass `layer`, one of: "
                          f"{', '.join(item.name for item in model.layers)}")
-    return convs[-1]
+    return convs
 
 
 def default_cam_layer(model: Sequential) -> layers_module.Layer:
@@ -194,7 +203,7 @@ def default_cam_layer(model: Sequential) -> layers_module.Layer:
     shapes = {row["name"]: row["output_shape"] for row in model.layer_table()}
     spatial = [item for item in model.layers if isinstance(item, layers_module.Conv2D)
                and (shapes[item.name][1] or 2) * (shapes[item.name][2] or 2) > 1]
-    return spatial[-1] if spatial else _last_conv(model, "grad_cam")
+    return spatial[-1] if spatial else conv_layers(model, "grad_cam")[-1]
 
 
 @contextlib.contextmanager
@@ -285,7 +294,7 @@ def saliency(model: Sequential, image: Any, method: str = "gradient", class_inde
     samples = check_int("samples", samples, minimum=1, maximum=10_000)
     noise = check_float("noise", noise, minimum=0.0)
     seed = check_int("seed", seed, minimum=0, maximum=2**63 - 1)
-    model = _check_model(model)
+    model = check_model(model)
     x = prepare_image(model, image)  # (1, H, W, C)
     with _inference(model), torch.enable_grad():
         if method == "gradient":
@@ -322,7 +331,7 @@ def grad_cam(model: Sequential, image: Any, layer: Any = None, class_index: int 
     Returns:
         float32 (H, W) map in [0, 1] (all zeros when no position supports the class).
     """
-    model = _check_model(model)
+    model = check_model(model)
     target = default_cam_layer(model) if layer is None else resolve_layer(model, layer, op="grad_cam")
     x = prepare_image(model, image).requires_grad_(True)  # (1, H, W, C); the maps need a graph even when frozen
     with _inference(model), torch.enable_grad(), _capture([target]) as captured:
@@ -370,7 +379,7 @@ def occlusion(model: Sequential, image: Any, patch: int | Sequence[int] = 4, str
     stride_h, stride_w = int_tuple("stride", stride, 2)
     baseline = check_float("baseline", baseline)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    model = _check_model(model)
+    model = check_model(model)
     x = prepare_image(model, image)  # (1, H, W, C)
     height, width = x.shape[1], x.shape[2]
     if patch_h > height or patch_w > width:
@@ -414,11 +423,9 @@ def feature_maps(model: Sequential, image: Any, layers: Any = None) -> dict[str,
     Returns:
         {layer name: float32 (h, w, K) array}, in the model's order.
     """
-    model = _check_model(model)
+    model = check_model(model)
     if layers is None:
-        targets = [item for item in model.layers if isinstance(item, layers_module.Conv2D)]
-        if not targets:
-            _last_conv(model, "feature_maps")  # raises the "no Conv2D layer" message
+        targets = conv_layers(model, "feature_maps")
     else:
         requested = layers if isinstance(layers, (list, tuple)) else [layers]
         targets = [resolve_layer(model, item, op="feature_maps") for item in requested]
@@ -432,7 +439,7 @@ def feature_maps(model: Sequential, image: Any, layers: Any = None) -> dict[str,
 def _receptive_row(model: Sequential, layer: Any, op: str) -> tuple[layers_module.Layer, dict[str, Any]]:
     """The layer and its `layer_table()` row, for an op that needs the layer's receptive field."""
     target = resolve_layer(model, layer, op=op)
-    row = _layer_rows(model)[target.name]
+    row = layer_rows(model)[target.name]
     if row["receptive_field"] is None:
         raise ValueError(f"{op}: layer {target.name!r} has no receptive field (a layer before it mixes all "
                          f"positions)")
@@ -443,7 +450,7 @@ def receptive_field_box(model: Sequential, layer: Any, position: Sequence[int]) 
     """(top, left, bottom, right) of the input pixels a unit of `layer` at (row, col) sees, bottom and right
     exclusive, from `model.layer_table()`'s receptive field, jump and start (the field's centre is
     start + position * jump). The box may extend past the image: those pixels are padding."""
-    model = _check_model(model)
+    model = check_model(model)
     target, row = _receptive_row(model, layer, "receptive_field_box")
     out_h, out_w = row["output_shape"][1:3]
     if (not isinstance(position, (list, tuple, np.ndarray)) or len(position) != 2
@@ -454,7 +461,7 @@ def receptive_field_box(model: Sequential, layer: Any, position: Sequence[int]) 
                          f"Received: position={tuple(int(p) for p in position)}")
     box = []
     for p, size, jump, start in zip(position, row["receptive_field"], row["jump"], row["start"]):
-        first = int(math.floor(start + int(p) * jump - (size - 1) / 2 + 0.5))  # centre minus half the field
+        first = math.floor(start + int(p) * jump - (size - 1) / 2 + 0.5)  # centre minus half the field
         box.append((first, first + size))
     (top, bottom), (left, right) = box
     return top, left, bottom, right
@@ -462,7 +469,7 @@ def receptive_field_box(model: Sequential, layer: Any, position: Sequence[int]) 
 
 @dataclasses.dataclass
 class TopActivations:
-    """The result of `top_activations`, best first; plot it with `convnet.viz.plot_top_activations`."""
+    """The result of `top_activations`, best first; `plot()` shows the patches."""
 
     layer: str
     filter_index: int
@@ -474,11 +481,16 @@ class TopActivations:
 
     @property
     def receptive_field(self) -> tuple[int, int]:
-        return tuple(self.patches.shape[1:3])  # type: ignore[return-value]
+        return int(self.patches.shape[1]), int(self.patches.shape[2])
 
-    def plot(self, **kwargs: Any) -> Any:
-        from convnet.inspection.viz import plot_top_activations
-        return plot_top_activations(self, **kwargs)
+    def plot(self, cmap: Any = "gray") -> Figure:
+        """The patches, best first, titled with rank, image index and score (a Matplotlib Figure)."""
+        rf_h, rf_w = self.receptive_field
+        titles = [f"#{rank + 1} img {index}\n{score:.3g}" for rank, (index, score) in
+                  enumerate(zip(self.indices, self.scores))]
+        return figures.plot_patches(self.patches, titles, cmap=cmap,
+                                    title=f"Top {len(titles)} patches for {self.layer} filter {self.filter_index} "
+                                          f"(receptive field {rf_h}x{rf_w})")
 
 
 def top_activations(model: Sequential, layer: Any, filter_index: int, images: Any, k: int = 16,
@@ -499,7 +511,7 @@ def top_activations(model: Sequential, layer: Any, filter_index: int, images: An
         TopActivations with patches (k, rf_h, rf_w, C) that all have the receptive field's size: parts of
         the field outside the image (the layer's padding) are 0.
     """
-    model = _check_model(model)
+    model = check_model(model)
     target, row = _receptive_row(model, layer, "top_activations")
     channels = row["output_shape"][-1]
     filter_index = check_int("filter_index", filter_index, minimum=0, maximum=channels - 1)
@@ -546,10 +558,10 @@ class Explanation:
     probability: float  # the model's probability for `class_index`
     class_name: str | None = None
 
-    def plot(self, alpha: float = 0.5) -> Any:
-        from convnet.inspection.viz import plot_saliency
+    def plot(self, alpha: float = 0.5) -> Figure:
+        """The map next to, and over, the image (a Matplotlib Figure), titled with method, class and probability."""
         label = self.class_name or f"class {self.class_index}"
-        return plot_saliency(self.image, self.map, alpha=alpha,
+        return figures.plot_saliency(self.image, self.map, alpha=alpha,
                              title=f"{self.method}: {label} ({self.probability:.1%})")
 
 
@@ -593,7 +605,7 @@ def explain(model: Sequential, image: Any, method: str = "grad_cam", class_index
     if unexpected:
         accepted = ", ".join(_OPTIONS[method]) or "none"
         raise TypeError(f"explain: method {method!r} takes no option {unexpected[0]!r}; its options: {accepted}")
-    model = _check_model(model)
+    model = check_model(model)
     x = prepare_image(model, image)
     with _inference(model), torch.no_grad():
         probabilities = _probabilities(model, model(x))

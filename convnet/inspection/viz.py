@@ -2,7 +2,10 @@
 explanation overlays, receptive fields and the patches a filter likes best.
 
 Every function returns a `matplotlib.figure.Figure` built with the object API (no pyplot state, nothing
-shown): save it with `fig.savefig("maps.png")`, or let Jupyter display it. Matplotlib is imported on first use.
+shown): save it with `fig.savefig("maps.png")` (or `figures.save_figure(fig, "maps.png")`), or let Jupyter
+display it. Matplotlib is imported on first use. The plots that need only arrays (`plot_saliency`, the patch
+grid) and the shared building blocks live in `convnet.inspection.figures`; this module adds the plots that
+look at a model, and re-exports `plot_saliency`. `convnet.viz` is a shortcut for this module.
 
     >>> import numpy as np
     >>> from convnet import nn, viz
@@ -24,21 +27,23 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from convnet import layers as layers_module
-from convnet._internal.checks import (
-    check_bool,
-    check_float,
-    check_int,
-    check_str,
-    describe,
-    shape_str,
-)
+from convnet._internal.checks import check_bool, check_int, check_str, describe, shape_str
 from convnet.inspection import explain as explain_module
+from convnet.inspection.figures import (
+    PANEL_INCHES,
+    as_array,
+    check_cmap,
+    displayable,
+    grid_shape,
+    new_figure,
+    panels,
+    plot_saliency,
+    show,
+    suptitle,
+)
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from convnet.inspection.explain import TopActivations
@@ -46,101 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_feature_maps", "plot_filters", "plot_history", "plot_confusion_matrix", "plot_misclassified",
            "plot_saliency", "plot_receptive_field", "plot_top_activations", "confusion_matrix"]
-
-PANEL_INCHES = 1.5  # side of one image panel in a grid
-CONSTRAINED_MAX_PANELS = 100  # larger grids get fixed spacing instead of constrained layout
-
-
-def _new_figure(width: float, height: float, panels: int = 1) -> Figure:
-    from matplotlib.figure import Figure
-    if panels <= CONSTRAINED_MAX_PANELS:
-        return Figure(figsize=(width, height), layout="constrained")
-    figure = Figure(figsize=(width, height))  # fixed spacing: constrained layout takes seconds on big grids
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1 - 0.9 / height, wspace=0.1, hspace=0.35)
-    return figure
-
-
-def _suptitle(figure: Figure, text: str) -> None:
-    """A figure title; pinned near the top edge where fixed spacing leaves room for it (see _new_figure)."""
-    if figure.get_layout_engine() is None:
-        figure.suptitle(text, y=1 - 0.1 / figure.get_figheight(), va="top")
-    else:
-        figure.suptitle(text)
-
-
-def _grid_shape(count: int, columns: int | None = None) -> tuple[int, int]:
-    """(rows, columns) for `count` panels: ceil(sqrt(count)) columns unless given."""
-    columns = columns or max(1, math.ceil(math.sqrt(count)))
-    return math.ceil(count / columns), columns
-
-
-def _panels(count: int, columns: int | None = None, extra_height: float = 0.4) -> tuple[Figure, list[Axes]]:
-    """A figure holding exactly `count` axes on a grid of ceil(sqrt(count)) columns, filled row by row."""
-    rows, columns = _grid_shape(count, columns)
-    figure = _new_figure(columns * PANEL_INCHES, rows * PANEL_INCHES + extra_height, count)
-    grid = figure.add_gridspec(rows, columns)
-    return figure, [figure.add_subplot(grid[i // columns, i % columns]) for i in range(count)]
-
-
-def _bare(ax: Axes) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _as_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        if value.is_complex():
-            raise TypeError(f"`{name}` must hold real numbers. Received: {name}={describe(value)}")
-        return value.float().numpy() if value.is_floating_point() else value.numpy()
-    if isinstance(value, (np.ndarray, list, tuple)):
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`{name}` must hold numbers. Received: {name}={describe(array)}")
-        return array
-    raise TypeError(f"`{name}` must be a NumPy array or a torch.Tensor. Received: {name}={describe(value)}")
-
-
-def _displayable(name: str, image: Any) -> np.ndarray:
-    """An image for imshow: (H, W) for one channel, (H, W, 3) in [0, 1] for colour. Accepts (H, W),
-    (H, W, 1|3) and (1, H, W, 1|3); uint8 is divided by 255, colour floats outside [0, 1] are min-max scaled
-    (imshow scales one channel itself)."""
-    array = _as_array(name, image)
-    received = array.shape
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]  # (1, H, W, C) -> (H, W, C)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]  # (H, W, 1) -> (H, W)
-    if array.ndim == 2 and min(array.shape) > 0:
-        return array.astype(np.float32) / (255 if array.dtype == np.uint8 else 1)
-    if array.ndim != 3 or array.shape[2] != 3 or min(array.shape) == 0:
-        raise ValueError(f"`{name}` must be an image (H, W), (H, W, 1) or (H, W, 3). Received shape "
-                         f"{shape_str(received)}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
-    array = array.astype(np.float32)
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 1:
-        array = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return array
-
-
-def _show(ax: Axes, image: np.ndarray, cmap: Any = "gray", **kwargs: Any) -> None:
-    ax.imshow(image, cmap=cmap if image.ndim == 2 else None, **kwargs)
-    _bare(ax)
-
-
-def _check_cmap(cmap: Any) -> Any:
-    from matplotlib import colormaps
-    from matplotlib.colors import Colormap
-    if isinstance(cmap, Colormap):
-        return cmap
-    check_str("cmap", cmap)
-    if cmap not in colormaps:
-        from convnet._internal.checks import unknown_name
-        raise unknown_name("colormap", cmap, list(colormaps), argument="cmap")
-    return cmap
-
 
 def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, max_maps: int = 64,
                       cmap: Any = "gray") -> Figure:
@@ -170,7 +80,7 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
     from convnet.models.sequential import Sequential
 
     max_maps = check_int("max_maps", max_maps, minimum=1, maximum=1024)
-    cmap = _check_cmap(cmap)
+    cmap = check_cmap(cmap)
     if isinstance(model_or_maps, Sequential):
         if image is None:
             raise ValueError("plot_feature_maps: `image` is required with a model: one image (H, W, C) as the "
@@ -181,7 +91,7 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
         if image is not None:
             raise ValueError("plot_feature_maps: pass `image` only with a model; `model_or_maps` holds maps "
                              "already. Received: image=" + describe(image))
-        array = _as_array("model_or_maps", model_or_maps).astype(np.float32)
+        array = as_array("model_or_maps", model_or_maps).astype(np.float32)
         if array.ndim == 4 and array.shape[0] == 1:
             array = array[0]  # (1, H, W, C) -> (H, W, C)
         if array.ndim != 3 or min(array.shape) == 0:
@@ -193,20 +103,20 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
         maps = {name: array}
         title = "Feature maps"
     shown = {name: min(array.shape[-1], max_maps) for name, array in maps.items()}
-    columns = _grid_shape(max(shown.values()))[1]
+    columns = grid_shape(max(shown.values()))[1]
     rows = sum(math.ceil(count / columns) for count in shown.values())
-    figure = _new_figure(columns * PANEL_INCHES, rows * PANEL_INCHES + 0.4, sum(shown.values()))
+    figure = new_figure(columns * PANEL_INCHES, rows * PANEL_INCHES + 0.4, sum(shown.values()))
     grid = figure.add_gridspec(rows, columns)
     row = 0
     for name, array in maps.items():
         for i in range(shown[name]):
             ax = figure.add_subplot(grid[row + i // columns, i % columns])
-            _show(ax, array[:, :, i], cmap=cmap)
+            show(ax, array[:, :, i], cmap=cmap)
             ax.set_title(f"{name} / map {i}", fontsize=7)
         row += math.ceil(shown[name] / columns)
     cut = [f"{name}: {shown[name]} of {array.shape[-1]}" for name, array in maps.items()
            if shown[name] < array.shape[-1]]
-    _suptitle(figure, title + (f"\n(first maps only; {', '.join(cut)})" if cut else ""))
+    suptitle(figure, title + (f"\n(first maps only; {', '.join(cut)})" if cut else ""))
     return figure
 
 
@@ -229,14 +139,12 @@ def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None =
     Raises:
         ValueError: an unknown layer, or one that is not a Conv2D (the message lists the Conv2D layers).
     """
-    model = explain_module._check_model(model)
+    model = explain_module.check_model(model)
     if max_filters is not None:
         max_filters = check_int("max_filters", max_filters, minimum=1, maximum=1024)
     max_channels = check_int("max_channels", max_channels, minimum=1, maximum=256)
-    convs = [item for item in model.layers if isinstance(item, layers_module.Conv2D)]
     if layer is None:
-        explain_module._last_conv(model, "plot_filters")  # raises when the model has no Conv2D layer
-        target = convs[0]
+        target = explain_module.conv_layers(model, "plot_filters")[0]  # raises when the model has none
     else:
         target = explain_module.resolve_layer(model, layer, need="conv", op="plot_filters")
     kernel = target.get_weights()[0]  # (kh, kw, C_in / groups, C_out), Keras layout
@@ -244,26 +152,27 @@ def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None =
     low = kernel.min(axis=(0, 1, 2), keepdims=True)  # per filter: (1, 1, 1, C_out)
     span = kernel.max(axis=(0, 1, 2), keepdims=True) - low
     normalised = np.where(span > 0, (kernel - low) / np.where(span > 0, span, 1), 0.5)  # each filter in [0, 1]
-    rgb = c_in == 3 and target is convs[0] and model.input_shape[-1] == 3
+    first = explain_module.conv_layers(model, "plot_filters")[0]
+    rgb = c_in == 3 and target is first and (model.input_shape or ())[-1:] == (3,)
     if c_in == 1 or rgb:
         count = min(c_out, max_filters or 64)
-        figure, axes = _panels(count)
+        figure, axes = panels(count)
         for i, ax in enumerate(axes):
             image = normalised[:, :, :, i] if rgb else normalised[:, :, 0, i]  # (kh, kw, 3) or (kh, kw)
-            _show(ax, image, vmin=0, vmax=1)
+            show(ax, image, vmin=0, vmax=1)
             ax.set_title(f"filter {i}", fontsize=7)
-        _suptitle(figure, f"{target.name}: {count} of {c_out} filters ({kh}x{kw}x{c_in})")
+        suptitle(figure, f"{target.name}: {count} of {c_out} filters ({kh}x{kw}x{c_in})")
         return figure
     rows, columns = min(c_out, max_filters or 16), min(c_in, max_channels)
-    figure, axes = _panels(rows * columns, columns=columns, extra_height=0.6)
+    figure, axes = panels(rows * columns, columns=columns, extra_height=0.6)
     for index, ax in enumerate(axes):
         i, j = divmod(index, columns)
-        _show(ax, normalised[:, :, j, i], vmin=0, vmax=1)
+        show(ax, normalised[:, :, j, i], vmin=0, vmax=1)
         if i == 0:
             ax.set_title(f"in {j}", fontsize=7)
         if j == 0:
             ax.set_ylabel(f"filter {i}", fontsize=7)
-    _suptitle(figure, f"{target.name}: filters 0-{rows - 1} of {c_out} (rows) x input channels 0-{columns - 1} "
+    suptitle(figure, f"{target.name}: filters 0-{rows - 1} of {c_out} (rows) x input channels 0-{columns - 1} "
                     f"of {c_in} (columns), {kh}x{kw}; each filter normalised")
     return figure
 
@@ -311,7 +220,7 @@ def plot_history(history: Any) -> Figure:
     metrics += others
     if not metrics:
         raise ValueError(f"`history` has no loss or metric to plot. Received keys: {', '.join(curves)}")
-    figure = _new_figure(5 * len(metrics), 3.6)
+    figure = new_figure(5 * len(metrics), 3.6)
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     epochs = np.arange(1, len(next(iter(curves.values()))) + 1)
     marker = "o" if len(epochs) <= 30 else None
@@ -330,7 +239,7 @@ def plot_history(history: Any) -> Figure:
 
 def _labels(name: str, values: Any) -> np.ndarray:
     """Class indices (N,) from indices, (N, 1) or scores/one-hot rows (N, K) (their argmax)."""
-    array = _as_array(name, values)
+    array = as_array(name, values)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     elif array.ndim == 2:
@@ -402,7 +311,7 @@ def plot_confusion_matrix(y_true: Any, y_pred: Any, class_names: Sequence[str] |
     else:
         matrix = counts.astype(np.float64)
     side = max(4.0, 0.45 * classes + 2)
-    figure = _new_figure(side + 1, side)
+    figure = new_figure(side + 1, side)
     ax = figure.add_subplot()
     picture = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     figure.colorbar(picture, ax=ax, fraction=0.046)
@@ -441,7 +350,7 @@ def plot_misclassified(images: Any, y_true: Any, y_pred: Any, class_names: Seque
         there is none.
     """
     max_images = check_int("max_images", max_images, minimum=1, maximum=1024)
-    pixels = _as_array("images", images)
+    pixels = as_array("images", images)
     if pixels.ndim == 3:
         pixels = pixels[..., None]  # (N, H, W) -> (N, H, W, 1)
     if pixels.ndim != 4 or pixels.shape[-1] not in (1, 3) or min(pixels.shape) == 0:
@@ -456,7 +365,7 @@ def plot_misclassified(images: Any, y_true: Any, y_pred: Any, class_names: Seque
                              f"{pixels.shape[0]}, {name} has {labels.shape[0]}")
     confidence = None
     if probabilities is not None:
-        scores = _as_array("probabilities", probabilities).astype(np.float64)
+        scores = as_array("probabilities", probabilities).astype(np.float64)
         if scores.ndim != 2 or scores.shape[0] != pixels.shape[0] or scores.shape[1] <= predicted.max():
             raise ValueError(f"`probabilities` must be (N, K) with N = {pixels.shape[0]} and K > {predicted.max()}. "
                              f"Received shape {shape_str(scores.shape)}")
@@ -467,56 +376,18 @@ def plot_misclassified(images: Any, y_true: Any, y_pred: Any, class_names: Seque
         wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]  # most confident mistakes first
     shown = wrong[:max_images]
     if len(shown) == 0:
-        figure, (ax,) = _panels(1)
+        figure, (ax,) = panels(1)
         ax.axis("off")
         ax.text(0.5, 0.5, f"No misclassified images\n({len(truth)} of {len(truth)} correct)", ha="center",
                 va="center", transform=ax.transAxes)
         return figure
-    figure, axes = _panels(len(shown), extra_height=0.3 + 0.25 * _grid_shape(len(shown))[0])
+    figure, axes = panels(len(shown), extra_height=0.3 + 0.25 * grid_shape(len(shown))[0])
     label = (lambda i: names[i]) if names else str
     for ax, index in zip(axes, shown):
-        _show(ax, _displayable("images", pixels[index]))
+        show(ax, displayable("images", pixels[index]))
         p = "" if confidence is None else f" ({confidence[index]:.0%})"
         ax.set_title(f"pred: {label(predicted[index])}{p}\ntrue: {label(truth[index])}", fontsize=7)
-    _suptitle(figure, f"{len(wrong)} of {len(truth)} misclassified; showing {len(shown)}")
-    return figure
-
-
-def plot_saliency(image: Any, saliency_map: Any, alpha: float = 0.5, cmap: Any = "jet",
-                  title: str | None = None) -> Figure:
-    """An explanation map next to, and over, the image it explains (what `Explanation.plot()` shows).
-
-    Args:
-        image: (H, W), (H, W, 1|3) or (1, H, W, 1|3).
-        saliency_map: (H, W), e.g. from `convnet.explain`; scaled to its own min..max for display.
-        alpha: opacity of the map over the image, in [0, 1].
-        cmap: the map's colormap.
-        title: a title over both panels.
-
-    Returns:
-        A Figure with two axes: the image, and the image with the map overlaid (and a colour bar).
-    """
-    alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
-    cmap = _check_cmap(cmap)
-    picture = _displayable("image", image)
-    heat = _as_array("saliency_map", saliency_map).astype(np.float32)
-    if heat.ndim == 3 and heat.shape[0] == 1:
-        heat = heat[0]  # (1, H, W) -> (H, W)
-    if heat.shape != picture.shape[:2]:
-        raise ValueError(f"`saliency_map` must be (H, W) = {shape_str(picture.shape[:2])}, the image's size. "
-                         f"Received shape {shape_str(np.shape(saliency_map))}")
-    low, high = float(heat.min()), float(heat.max())
-    scaled = (heat - low) / (high - low) if high > low else np.zeros_like(heat)
-    figure = _new_figure(7, 3.6)
-    left, right = figure.subplots(1, 2)
-    _show(left, picture)
-    left.set_title("image")
-    _show(right, picture)
-    overlay = right.imshow(scaled, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-    right.set_title("explanation")
-    figure.colorbar(overlay, ax=right, fraction=0.046)
-    if title is not None:
-        figure.suptitle(check_str("title", title))
+    suptitle(figure, f"{len(wrong)} of {len(truth)} misclassified; showing {len(shown)}")
     return figure
 
 
@@ -533,20 +404,20 @@ def plot_receptive_field(model: Sequential, layer: Any, position: Sequence[int] 
     Returns:
         A Figure with one axes; the rectangle is the field, clipped to the image when it reaches the padding.
     """
-    model = explain_module._check_model(model)
+    model = explain_module.check_model(model)
     target = explain_module.resolve_layer(model, layer, op="plot_receptive_field")
-    out_h, out_w = explain_module._layer_rows(model)[target.name]["output_shape"][1:3]
+    out_h, out_w = explain_module.layer_rows(model)[target.name]["output_shape"][1:3]
     position = (out_h // 2, out_w // 2) if position is None else position
     top, left, bottom, right = explain_module.receptive_field_box(model, target, position)
-    height, width = model.input_shape[:2]
-    picture = np.zeros((height, width), np.float32) if image is None else _displayable("image", image)
+    height, width = (model.input_shape or (0, 0))[:2]  # check_model: the model is built, so never (0, 0)
+    picture = np.zeros((height, width), np.float32) if image is None else displayable("image", image)
     if picture.shape[:2] != (height, width):
         raise ValueError(f"`image` must have the model's input size {height}x{width}. Received shape "
                          f"{shape_str(np.shape(image))}")
     from matplotlib.patches import Rectangle
-    figure = _new_figure(4, 4.4)
+    figure = new_figure(4, 4.4)
     ax = figure.add_subplot()
-    _show(ax, picture, vmin=0 if image is None else None, vmax=1 if image is None else None)
+    show(ax, picture, vmin=0 if image is None else None, vmax=1 if image is None else None)
     clip_top, clip_left = max(top, 0), max(left, 0)
     clip_bottom, clip_right = min(bottom, height), min(right, width)
     ax.add_patch(Rectangle((clip_left - 0.5, clip_top - 0.5), clip_right - clip_left, clip_bottom - clip_top,
@@ -557,16 +428,8 @@ def plot_receptive_field(model: Sequential, layer: Any, position: Sequence[int] 
 
 
 def plot_top_activations(result: TopActivations, cmap: Any = "gray") -> Figure:
-    """The patches of `convnet.explain.top_activations`, best first, titled with rank, image index and score."""
+    """The patches of `convnet.explain.top_activations`, best first, titled with rank, image index and score
+    (the same figure as `result.plot()`)."""
     if not isinstance(result, explain_module.TopActivations):
         raise TypeError(f"`result` must be what explain.top_activations returns. Received: result={describe(result)}")
-    cmap = _check_cmap(cmap)
-    count = result.patches.shape[0]
-    figure, axes = _panels(count, extra_height=0.6)
-    for rank, ax in enumerate(axes):
-        _show(ax, _displayable("patches", result.patches[rank]), cmap=cmap)
-        ax.set_title(f"#{rank + 1} img {result.indices[rank]}\n{result.scores[rank]:.3g}", fontsize=7)
-    rf_h, rf_w = result.receptive_field
-    _suptitle(figure, f"Top {count} patches for {result.layer} filter {result.filter_index} "
-                    f"(receptive field {rf_h}x{rf_w})")
-    return figure
+    return result.plot(cmap=cmap)
