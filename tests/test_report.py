@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import doctest
 import html.parser
 import io
 import json
@@ -12,9 +13,11 @@ import shutil
 
 import numpy as np
 import pytest
+import jinja2
 from PIL import Image
 
 from convnet import report
+from convnet.inspection import pages
 from convnet.cli import main
 from tests.test_cli_inspect import FASHION_NAMES, train_tiny_run
 
@@ -153,8 +156,9 @@ def test_text_is_escaped_and_the_default_folder_is_inside_the_run(tiny_run, tmp_
     result = report.build_report(odd, limit=20, device="cpu")
     assert result.html == str(odd / "report" / "report.html")
     text = open(result.html, encoding="utf-8").read()
-    assert "<title>Run report: run &lt;b&gt;&amp;&quot;quoted&quot;</title>" in text
-    assert "<b>" not in text and '&"quoted"' not in text
+    escaped = "Run report: run &lt;b&gt;&amp;&#34;quoted&#34;"  # markupsafe writes " as &#34;
+    assert f"<title>{escaped}</title>" in text and f"<h1>{escaped}</h1>" in text
+    assert "<b>" not in text and '&"quoted"' not in text and f"Run folder {odd}" not in text
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -184,3 +188,29 @@ def test_a_folder_that_is_not_a_finished_run_exits_2(setup, message, tiny_run, t
     assert captured.err == f"convnet report: error: {message.format(run=run)}\n"
     assert captured.out == ""
     assert not (tmp_path / "run" / "report").exists() or setup == "a file"
+
+
+def test_pages_escape_every_value_and_refuse_undefined_names():
+    assert doctest.testmod(pages).failed == 0
+    assert pages.render_string("{{ x }}", x='<a href="y">&') == "&lt;a href=&#34;y&#34;&gt;&amp;"
+    with pytest.raises(jinja2.UndefinedError, match="'missing' is undefined"):
+        pages.render_string("<p>{{ missing }}</p>")  # a typo in a template fails, instead of an empty cell
+
+
+def test_the_base_layout_serves_other_pages():
+    """What the explorer will do: extend base.html, fill its blocks, keep the shared inline style sheet."""
+    page = pages.render_string('{% extends "base.html" %}{% block title %}Explorer{% endblock %}'
+                               '{% block content %}<p>{{ body }}</p>{% endblock %}', body="<script>")
+    assert page.startswith("<!DOCTYPE html>") and "<title>Explorer</title>" in page and "<h1>Explorer</h1>" in page
+    assert "<p>&lt;script&gt;</p>" in page and "<script>" not in page
+    assert "td.n { text-align: right;" in page  # style.css, inline
+
+
+def test_the_templates_ship_with_the_package():
+    import pathlib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = pathlib.Path(pages.__file__).parent
+    shipped = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    templates = sorted(str(p.relative_to(root.parent)) for p in (root / "templates").rglob("*") if p.is_file())
+    assert templates and all(any(pathlib.PurePath(t).match(pattern) for pattern in shipped["convnet"])
+                             for t in templates), (templates, shipped)

@@ -7,15 +7,15 @@ the test metrics, the accuracy of each class, the confusion matrix and the miscl
 
 The page needs nothing but itself: the figures are embedded as base64 `data:` URIs (and also written next
 to it as PNG files), the style sheet is inline, and there are no scripts or links to other sites, so it
-can be mailed or archived as one file. Every piece of text from the run (names, settings, paths) is
-HTML-escaped.
+can be mailed or archived as one file. The page is `templates/report.html` (which extends the shared
+`base.html`, see `convnet.inspection.pages`), autoescaped: every piece of text from the run (names,
+settings, paths) is HTML-escaped. This module loads the run, computes the figures and hands each section
+its data.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
-import html
 import json
 import math
 import os
@@ -26,7 +26,10 @@ import numpy as np
 
 from convnet import __version__
 from convnet._internal.checks import check_int, shape_str
+from convnet._internal.files import atomic_write
 from convnet._internal.table import si
+from convnet.inspection import pages
+from convnet.inspection.figures import save_figure
 
 __all__ = ["build_report", "ReportResult", "ClassAccuracy", "SECTIONS", "REPORT_FILE"]
 
@@ -37,19 +40,6 @@ MAX_HISTORY_ROWS = 50  # epochs listed in the table under the curves; longer run
 SECTIONS = (("summary", "Summary"), ("training-curves", "Training curves"), ("test-metrics", "Test metrics"),
             ("per-class-accuracy", "Per-class accuracy"), ("confusion-matrix", "Confusion matrix"),
             ("misclassified", "Misclassified examples"))  # (anchor, heading), in page order
-
-_STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 14px; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr.total td { font-weight: 600; background: #fafafa; }
-.bar { display: inline-block; height: 0.7em; background: #4c78a8; margin-right: 0.4em; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-.note { color: #555; } nav a { margin-right: 1em; } code { background: #f3f3f3; padding: 0 0.2em; }
-"""
-
 
 @dataclasses.dataclass
 class ClassAccuracy:
@@ -124,11 +114,6 @@ def _per_class(confusion: np.ndarray, names: Sequence[str]) -> list[ClassAccurac
     return rows
 
 
-def _save(figure: Any, path: str) -> str:
-    figure.savefig(path, dpi=FIGURE_DPI)
-    return path
-
-
 def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, limit: int | None = None,
                  data_dir: str | os.PathLike | None = None, device: str = "auto") -> ReportResult:
     """Write the report of a finished run: three PNG figures and `report.html`, which embeds them.
@@ -177,46 +162,19 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     per_class = _per_class(confusion, names)
     accuracy = float(np.trace(confusion) / max(len(y_test), 1))
 
-    figures = {"history": _save(viz.plot_history(history), os.path.join(out, "history.png")),
-               "confusion_matrix": _save(viz.plot_confusion_matrix(y_test, predicted, class_names=names),
-                                         os.path.join(out, "confusion_matrix.png")),
-               "misclassified": _save(viz.plot_misclassified(x_test, y_test, probabilities, class_names=names,
-                                                             max_images=MAX_MISCLASSIFIED),
-                                      os.path.join(out, "misclassified.png"))}
+    figures = {"history": save_figure(viz.plot_history(history), os.path.join(out, "history.png"), FIGURE_DPI),
+               "confusion_matrix": save_figure(viz.plot_confusion_matrix(y_test, predicted, class_names=names),
+                                               os.path.join(out, "confusion_matrix.png"), FIGURE_DPI),
+               "misclassified": save_figure(viz.plot_misclassified(x_test, y_test, probabilities, class_names=names,
+                                                                   max_images=MAX_MISCLASSIFIED),
+                                            os.path.join(out, "misclassified.png"), FIGURE_DPI)}
     page = _page(folder=folder, config=config, metrics=metrics, history=history, model=model, per_class=per_class,
                  accuracy=accuracy, test_images=len(y_test), wrong=int(len(y_test) - np.trace(confusion)),
                  figures=figures)
     path = os.path.join(out, REPORT_FILE)
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.write(page)
+    atomic_write(path, page.encode("utf-8"))
     return ReportResult(html=path, figures=figures, accuracy=accuracy, test_images=len(y_test),
                         per_class=per_class, confusion=confusion)
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool] = (),
-           total: Sequence[Any] | None = None, raw: int | None = None) -> str:
-    """An HTML table; every cell is escaped, except column `raw`, which holds HTML built here."""
-    numeric = list(numeric) + [False] * (len(headers) - len(numeric))
-
-    def cells(row: Sequence[Any]) -> str:
-        opening = ['<td class="n">' if flag else "<td>" for flag in numeric]
-        return "".join(f"{opening[i]}{cell if i == raw else _e(cell)}</td>" for i, cell in enumerate(row))
-
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join(f"<tr>{cells(row)}</tr>" for row in rows)
-    if total is not None:
-        body += f'<tr class="total">{cells(total)}</tr>'
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(path: str, alt: str) -> str:
-    with open(path, "rb") as stream:
-        encoded = base64.b64encode(stream.read()).decode("ascii")
-    return f'<img src="data:image/png;base64,{encoded}" alt="{_e(alt)}">'
 
 
 def _number(value: Any) -> str:
@@ -225,71 +183,69 @@ def _number(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def _page(*, folder: str, config: Any, metrics: dict, history: dict, model: Any,
-          per_class: list[ClassAccuracy], accuracy: float, test_images: int, wrong: int,
-          figures: dict[str, str]) -> str:
-    sections: dict[str, str] = {}
-
+def _summary(config: Any, model: Any) -> dict[str, Any]:
+    """The run's settings and the model's layer table."""
     settings = [(field.name, "-" if getattr(config, field.name) is None else getattr(config, field.name))
                 for field in dataclasses.fields(config) if field.name not in ("out", "verbose", "checkpoint_minutes")]
     rows = model.layer_table()
-    layer_rows = [(row["name"], row["type"], shape_str(row["output_shape"]), f"{row['params']:,}", si(row["macs"]),
-                   "-" if row["receptive_field"] is None else "x".join(map(str, row["receptive_field"])),
-                   "-" if row["jump"] is None else "x".join(map(str, row["jump"]))) for row in rows]
+    layers = [(row["name"], row["type"], shape_str(row["output_shape"]), f"{row['params']:,}", si(row["macs"]),
+               "-" if row["receptive_field"] is None else "x".join(map(str, row["receptive_field"])),
+               "-" if row["jump"] is None else "x".join(map(str, row["jump"]))) for row in rows]
     total = ("Total", "", "", f"{sum(r['params'] for r in rows):,}", si(sum(r["macs"] for r in rows)), "", "")
     headers = ["Layer", "Type", "Output shape", "Params", "MACs", "Receptive field", "Jump"]
-    sections["summary"] = (
-        f"<h3>Settings</h3>{_table(['Setting', 'Value'], settings)}"
-        f"<h3>Model {_e(model.name)}</h3>"
-        f"{_table(headers, layer_rows, [False] * 3 + [True] * 4, total)}"
-        f'<p class="note">MACs: multiply-adds per image. Receptive field: the input pixels one unit of the layer '
-        f"sees (height x width); jump: the distance in input pixels between neighbouring units.</p>")
+    return {"settings": pages.table(["Setting", "Value"], settings), "model_name": model.name,
+            "layers": pages.table(headers, layers, [False] * 3 + [True] * 4, total)}
 
-    curves = _image(figures["history"], "training and validation loss and accuracy per epoch")
-    epochs = len(next(iter(history.values()), []))
+
+def _training_curves(history: dict, figure: str) -> dict[str, Any]:
+    """The curves, and the numbers per epoch for runs of up to MAX_HISTORY_ROWS epochs."""
+    epochs, keys = len(next(iter(history.values()), [])), list(history)
+    table = None
     if 0 < epochs <= MAX_HISTORY_ROWS:
-        keys = list(history)
-        curves += _table(["Epoch", *keys], [(i + 1, *(f"{history[k][i]:.4f}" for k in keys)) for i in range(epochs)],
-                         [True] * (len(keys) + 1))
-    sections["training-curves"] = curves
+        table = pages.table(["Epoch", *keys], [(i + 1, *(f"{history[k][i]:.4f}" for k in keys)) for i in range(epochs)],
+                            [True] * (len(keys) + 1))
+    return {"image": pages.png_data_uri(figure), "epochs": table}
 
+
+def _test_metrics(metrics: dict, accuracy: float, test_images: int, wrong: int) -> dict[str, Any]:
+    """metrics.json as written when training ended, next to the figures recomputed now."""
     saved = [(key.replace("_", " "), _number(value)) for key, value in metrics.items() if not isinstance(value, dict)]
-    environment = metrics.get("environment") if isinstance(metrics.get("environment"), dict) else {}
-    same = test_images == metrics.get("test_images")
-    sections["test-metrics"] = (
-        _table(["Metric (metrics.json, written when training ended)", "Value"], saved)
-        + _table(["Recomputed now", "Value"], [("test images", f"{test_images:,}"), ("accuracy", f"{accuracy:.4f}"),
-                                               ("misclassified", f"{wrong:,}")], [False, True])
-        + ("" if same else f'<p class="note">The recomputed figures use {test_images:,} test images, '
-                           f"metrics.json {_e(metrics.get('test_images', '?'))}: they differ for that reason.</p>")
-        + (_table(["Environment of the run", "Value"], list(environment.items())) if environment else ""))
+    environment = metrics.get("environment")
+    recomputed = [("test images", f"{test_images:,}"), ("accuracy", f"{accuracy:.4f}"), ("misclassified", f"{wrong:,}")]
+    return {"saved": pages.table(["Metric (metrics.json, written when training ended)", "Value"], saved),
+            "recomputed": pages.table(["Recomputed now", "Value"], recomputed, [False, True]),
+            "test_images": f"{test_images:,}",
+            "saved_test_images": None if test_images == metrics.get("test_images") else metrics.get("test_images", "?"),
+            "environment": pages.table(["Environment of the run", "Value"], list(environment.items()))
+            if isinstance(environment, dict) and environment else None}
 
-    class_rows = []
+
+def _per_class_rows(per_class: list[ClassAccuracy]) -> dict[str, Any]:
+    """One row per class; `bar_em` is the width of its accuracy bar (6em for 100%), None without test images."""
+    rows = []
     for item in per_class:
         share = item.accuracy
-        bar = "" if math.isnan(share) else f'<span class="bar" style="width:{share * 6:.2f}em"></span>'
-        class_rows.append((item.index, item.name, f"{item.total:,}", f"{item.correct:,}",
-                           bar + ("-" if math.isnan(share) else _e(f"{share:.1%}")),
-                           "-" if item.confused_with is None else f"{item.confused_with} ({item.confused_count})"))
-    sections["per-class-accuracy"] = (
-        _table(["#", "Class", "Test images", "Correct", "Accuracy", "Most often predicted instead"], class_rows,
-               [True, False, True, True, False, False], raw=4)
-        + '<p class="note">Accuracy of a class: the share of its test images predicted as it (its recall).</p>')
-    sections["confusion-matrix"] = _image(figures["confusion_matrix"], "confusion matrix, rows true class, "
-                                                                       "columns predicted class")
-    sections["misclassified"] = (_image(figures["misclassified"], "misclassified test images")
-                                 + f'<p class="note">{wrong:,} of {test_images:,} test images misclassified; up to '
-                                   f"{MAX_MISCLASSIFIED} shown, the most confident mistakes first.</p>")
+        rows.append({"index": item.index, "name": item.name, "total": f"{item.total:,}", "correct": f"{item.correct:,}",
+                     "bar_em": None if math.isnan(share) else f"{share * 6:.2f}",
+                     "accuracy": "-" if math.isnan(share) else f"{share:.1%}",
+                     "confused": "-" if item.confused_with is None else f"{item.confused_with} ({item.confused_count})"})
+    return {"rows": rows}
 
-    title = f"Run report: {os.path.basename(os.path.normpath(folder))}"
+
+def _page(*, folder: str, config: Any, metrics: dict, history: dict, model: Any,
+          per_class: list[ClassAccuracy], accuracy: float, test_images: int, wrong: int,
+          figures: dict[str, str]) -> str:
+    """report.html: templates/report.html filled with each section's data."""
+    data = {"summary": _summary(config, model),
+            "training-curves": _training_curves(history, figures["history"]),
+            "test-metrics": _test_metrics(metrics, accuracy, test_images, wrong),
+            "per-class-accuracy": _per_class_rows(per_class),
+            "confusion-matrix": {"image": pages.png_data_uri(figures["confusion_matrix"])},
+            "misclassified": {"image": pages.png_data_uri(figures["misclassified"]), "wrong": f"{wrong:,}",
+                              "test_images": f"{test_images:,}", "shown": MAX_MISCLASSIFIED}}
     created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     intro = (f"{config.model} on {config.dataset}, {metrics.get('epochs_run', '?')} epoch(s); test accuracy "
              f"{accuracy:.2%} on {test_images:,} images. Run folder {os.path.abspath(folder)}; "
              f"report written {created} by convnet {__version__}.")
-    nav = " ".join(f'<a href="#{anchor}">{_e(heading)}</a>' for anchor, heading in SECTIONS)
-    body = "".join(f'<section id="{anchor}"><h2>{_e(heading)}</h2>{sections[anchor]}</section>\n'
-                   for anchor, heading in SECTIONS)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{_e(title)}</title>\n'
-            f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>{_e(title)}</h1>\n<p>{_e(intro)}</p>\n<nav>{nav}</nav>\n"
-            f"{body}</body>\n</html>\n")
+    return pages.render("report.html", title=f"Run report: {os.path.basename(os.path.normpath(folder))}",
+                        intro=intro, sections=SECTIONS, data=data)
