@@ -314,7 +314,7 @@ def test_rgb_image_converted_to_luma_with_warning(trained):
 
 
 def test_warnings_point_at_the_callers_line(trained):
-    model, images, _ = trained
+    model, _, _ = trained
     with pytest.warns(UserWarning, match="resized") as notices:
         explain.explain(model, np.zeros((10, 10, 1), np.float32))
     assert [notice.filename for notice in notices] == [__file__]

@@ -11,14 +11,14 @@ import io
 import json
 import shutil
 
+import jinja2
 import numpy as np
 import pytest
-import jinja2
 from PIL import Image
 
 from convnet import report
-from convnet.inspection import pages
 from convnet.cli import main
+from convnet.inspection import pages
 from tests.test_cli_inspect import FASHION_NAMES, train_tiny_run
 
 

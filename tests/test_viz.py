@@ -19,9 +19,9 @@ import torch
 from matplotlib.figure import Figure
 
 from convnet import explain, models, nn, utils, viz
-from convnet.inspection import figures
 from convnet import layers as L
 from convnet.callbacks import History
+from convnet.inspection import figures
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -302,7 +302,7 @@ def test_confusion_matrix_counts_and_plot():
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 2, 1], [1, 0, 3]])
     probabilities = np.eye(3)[y_pred] * 0.8 + 0.1  # argmax = y_pred
     figure = viz.plot_confusion_matrix(y_true, probabilities, class_names=["a", "b", "c"])
-    matrix_ax, colorbar_ax = figure.axes
+    matrix_ax, _colorbar = figure.axes
     np.testing.assert_allclose(plotted(matrix_ax), counts / counts.sum(1, keepdims=True))
     assert [t.get_text() for t in matrix_ax.get_yticklabels()] == ["a", "b", "c"]
     assert len(matrix_ax.texts) == 9 and matrix_ax.texts[0].get_text() == "0.50"
