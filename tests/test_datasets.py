@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import importlib
 import importlib.util
 import io
 import os
@@ -30,7 +31,9 @@ from convnet import datasets
 from convnet.datasets import (
     FILE_NAMES,
     DatasetNotFoundError,
+    DownloadError,
     IdxDataset,
+    download,
     load_image,
     read_idx,
 )
@@ -274,7 +277,7 @@ def test_the_example_message_for_a_truncated_standard_file(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{path}: expected 47040016 bytes after decompression, "
                                                    f"found 1000 (truncated or corrupt); delete it or provide "
                                                    f"a good copy")):
-        datasets.fashion_mnist._read_file(path)
+        datasets.fashion_mnist.read_file(path)
 
 
 @pytest.mark.parametrize("code, dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16),
@@ -327,7 +330,7 @@ def test_download_lands_in_the_cache(tmp_path, server, capsys):
     root, url = server
     arrays = make_files(root)
     ds = tiny(root, mirrors=(url,))
-    (x_train, y_train), (x_test, y_test) = ds.load_data()
+    (x_train, _), (_, y_test) = ds.load_data()
     np.testing.assert_array_equal(x_train, arrays["train-images-idx3-ubyte.gz"])
     np.testing.assert_array_equal(y_test, arrays["t10k-labels-idx1-ubyte.gz"])
     assert sorted(p.name for p in ds.cache_dir.iterdir()) == sorted(FILE_NAMES)  # no temporary files left
@@ -384,8 +387,93 @@ def test_bad_checksum_is_rejected(server):
             f"{url}t10k-images-idx3-ubyte.gz: the SHA-256 of the downloaded bytes is {actual}, "
             f"expected {'ab' * 32}; the file was discarded")):
         ds.load_data()
-    assert "t10k-images-idx3-ubyte.gz" not in os.listdir(ds.cache_dir)
-    assert not [p for p in os.listdir(ds.cache_dir) if p.endswith(".part")]
+    assert sorted(os.listdir(ds.cache_dir)) == sorted(FILE_NAMES[:2])  # the two before it; no temporary file
+
+
+def tamper(path: Path) -> None:
+    """Change one byte of `path`, so that its SHA-256 no longer matches."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_wrong_bytes_from_a_mirror_fall_back_to_the_next(server):
+    """pooch refuses a file whose SHA-256 is wrong; the next mirror's good copy is the one kept."""
+    root, url = server
+    arrays = make_files(root / "good")
+    make_files(root / "bad")
+    tamper(root / "bad" / "t10k-images-idx3-ubyte.gz")
+    ds = tiny(root / "good", mirrors=(f"{url}bad/", f"{url}good/"))
+    (_, _), (x_test, _) = ds.load_data()
+    np.testing.assert_array_equal(x_test, arrays["t10k-images-idx3-ubyte.gz"])
+    assert sorted(os.listdir(ds.cache_dir)) == sorted(FILE_NAMES)  # no temporary file left
+    for name in FILE_NAMES:
+        assert (ds.cache_dir / name).read_bytes() == (root / "good" / name).read_bytes()
+
+
+def test_fetch_lists_every_failed_mirror_and_keeps_nothing(server, dead_url, tmp_path):
+    root, url = server
+    make_files(root / "bad")
+    name = "train-labels-idx1-ubyte.gz"
+    good = hashlib.sha256((root / "bad" / name).read_bytes()).hexdigest()
+    tamper(root / "bad" / name)
+    wrong = hashlib.sha256((root / "bad" / name).read_bytes()).hexdigest()
+    folder = tmp_path / "into"
+    with pytest.raises(DownloadError) as info:
+        download.fetch(name, folder, good, [f"{url}bad/", f"{url}missing/", dead_url])
+    assert info.value.failures == [
+        f"{url}bad/{name}: the SHA-256 of the downloaded bytes is {wrong}, expected {good}; the file was discarded",
+        f"{url}missing/{name}: HTTP Error 404: File not found",
+        f"{dead_url}{name}: ConnectionRefusedError: [Errno 111] Connection refused",
+    ]
+    assert str(info.value).startswith(f"Downloading {name} failed:\n  - {url}bad/{name}: the SHA-256")
+    assert isinstance(info.value, OSError) and list(folder.iterdir()) == []
+
+
+class CutShort(QuietHandler):
+    """Announces the whole file, sends half of it, and hangs up."""
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_a_download_cut_short_leaves_no_partial_file(server, tmp_path):
+    root, url = server
+    arrays = make_files(root)
+    cut = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CutShort, directory=str(root)))
+    threading.Thread(target=cut.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        cut_url = f"http://127.0.0.1:{cut.server_address[1]}/"
+        name = "train-images-idx3-ubyte.gz"
+        with pytest.raises(DownloadError, match=re.escape(f"{cut_url}{name}: ")):
+            download.fetch(name, tmp_path / "into", sha256_of(root)[name], [cut_url])
+        assert list((tmp_path / "into").iterdir()) == []  # pooch's temporary file is gone, nothing else came
+        ds = tiny(root, mirrors=(cut_url, url))
+        np.testing.assert_array_equal(ds.load_data()[0][0], arrays[name])
+        assert sorted(os.listdir(ds.cache_dir)) == sorted(FILE_NAMES)
+    finally:
+        cut.shutdown()
+        cut.server_close()
+
+
+def test_a_stalled_mirror_times_out(server, monkeypatch):
+    """A server that accepts the connection and never answers counts as down after DOWNLOAD_TIMEOUT_S."""
+    root, url = server
+    make_files(root)
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 0.2)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever reads or answers
+        stalled = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        with pytest.raises(DownloadError, match=re.escape(f"{stalled}t10k-labels-idx1-ubyte.gz: ") + r".*timed out"):
+            download.fetch("t10k-labels-idx1-ubyte.gz", root / "unused", "0" * 64, [stalled])
+        assert tiny(root, mirrors=(stalled, url)).load_data()[1][1].shape == (TEST,)
 
 
 def test_http_error_is_reported(server, tmp_path):
@@ -477,7 +565,7 @@ def test_load_sample_image_errors(monkeypatch):
 
 def test_import_stays_light():
     code = ("import sys, convnet.datasets as d; d.load_sample_image('china.jpg'); "
-            "print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))")
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'pooch', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -654,5 +742,14 @@ def test_load_image_arguments_are_checked():
         load_image(3)
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(datasets, optionflags=doctest.ELLIPSIS).failed == 0
+@pytest.mark.parametrize("module", ["__init__", "download", "idx", "idx_dataset", "images", "png", "registry",
+                                    "shapes", "streams"])
+def test_docstring_examples_run(module):
+    name = "convnet.datasets" + ("" if module == "__init__" else f".{module}")
+    assert doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_every_module_of_the_package_is_doctested():
+    folder = Path(datasets.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")} - {"core"}  # core: the old path, re-exports only
+    assert modules == set(test_docstring_examples_run.pytestmark[0].args[1])

@@ -43,7 +43,7 @@ def test_arrays(small):
 
 
 def test_same_seed_same_arrays_and_different_seed_differs(small):
-    (x_train, y_train), (x_test, y_test) = small
+    (x_train, y_train), (x_test, _) = small
     (again, labels), (again_test, _) = shapes.load_data(train_size=700, test_size=140, seed=0)
     np.testing.assert_array_equal(again, x_train)
     np.testing.assert_array_equal(labels, y_train)
@@ -116,7 +116,7 @@ def test_data_dir_is_ignored_but_checked(tmp_path):
 
 
 def test_load_split_holds_out_ten_percent():
-    x_train, y_train, x_val, y_val, x_test, y_test = load_split(TrainConfig(dataset="shapes", test_limit=100))
+    x_train, _, x_val, _, x_test, _ = load_split(TrainConfig(dataset="shapes", test_limit=100))
     assert x_train.shape == (10800, 28, 28, 1) and x_val.shape == (1200, 28, 28, 1)
     assert x_test.shape == (100, 28, 28, 1) and x_train.dtype == np.float32 and 0 <= x_train.min() < x_train.max() <= 1
 
@@ -132,4 +132,4 @@ def test_convnet_train_on_shapes(tmp_path, capsys):
 
 
 def test_doctests():
-    assert doctest.testmod(convnet.shapes, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(convnet.datasets.shapes, optionflags=doctest.ELLIPSIS).failed == 0

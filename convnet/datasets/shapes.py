@@ -95,7 +95,7 @@ def draw_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator,
         index = np.flatnonzero(labels == label)
         if index.size == 0:
             continue
-        column = lambda v: v[index, None, None].astype(np.float32)
+        column = lambda v, index=index: v[index, None, None].astype(np.float32)  # (N,) -> (k, 1, 1)
         dx = coords[None, None, :] - column(cx)  # (k, 1, W)
         dy = coords[None, :, None] - column(cy)  # (k, H, 1)
         dx, dy = np.broadcast_arrays(dx, dy)  # (k, H, W) each
