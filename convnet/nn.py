@@ -14,26 +14,34 @@ The ops accept NumPy arrays (computed in float32) and torch tensors (dtype and d
 flows through), and return a torch.Tensor; `np.asarray(out)` and `plt.imshow(out[0, :, :, 0])` take a
 CPU result directly.
 
-PyTorch computes in NCHW. An NHWC tensor viewed through `permute(0, 3, 1, 2)` *is* an NCHW tensor in
-channels_last memory format, so the conversion below costs no copy, and PyTorch's kernels keep
-channels_last through convolutions and pooling.
+This module checks arguments and resolves TensorFlow's padding; the computing happens in
+`convnet._internal.kernels`, the one place where NHWC becomes PyTorch's NCHW (a channels_last view, no
+copy) and back. `convnet.layers` uses the same kernels and padding rule.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from convnet._internal.checks import describe, is_int, nhwc_ints, shape_str
+from convnet._internal.checks import is_int, nhwc_ints, shape_str
+from convnet._internal.kernels import (
+    Pads,
+    as_tensor,
+    conv2d_nchw,
+    depth_max_pool_nhwc,
+    hwio_to_oihw,
+    spatial_pool_nchw,
+    to_nchw,
+    to_nhwc,
+)
 
 __all__ = ["conv2d", "max_pool", "avg_pool", "max_pool2d", "avg_pool2d", "same_padding", "output_size"]
 
-Padding = Union[str, Sequence[Sequence[int]]]
-Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
+NHWCInts = tuple[int, int, int, int]  # (batch, height, width, depth) entries of strides, ksize, dilations
+Padding = str | Sequence[Sequence[int]]  # "SAME", "VALID" or explicit NHWC [before, after] pairs
 
 
 def same_padding(size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
@@ -68,43 +76,13 @@ def output_size(size: int, kernel_size: int, stride: int = 1, padding: str = "va
     return max(-(-(size - span + 1) // stride), 0)
 
 
-def _to_nchw(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), channels_last memory, no copy
-
-
-def _to_nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C), no copy
-
-
-def _as_tensor(name: str, value: Any, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A float torch tensor from a NumPy array, a tensor or nested lists.
-
-    Tensors keep their floating dtype and device; everything else becomes float32 (or `like`'s dtype
-    and device, so that a NumPy filter bank follows the image tensor it is applied to).
-    """
-    if isinstance(value, torch.Tensor):
-        if value.is_complex():
-            raise TypeError(f"`{name}` must hold real numbers. Received: {name}={describe(value)}")
-        return value if value.is_floating_point() else value.float()
-    if isinstance(value, (np.ndarray, np.generic, list, tuple, int, float)) and not isinstance(value, bool):
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`{name}` must hold real numbers. Received: {name}={describe(array)}")
-        # float64 on the way to `like`: a float64 array following a float64 tensor must not round through float32
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32 if like is None else np.float64))
-        if like is not None:
-            tensor = tensor.to(device=like.device, dtype=like.dtype)
-        return tensor
-    raise TypeError(f"`{name}` must be a NumPy array or a torch.Tensor. Received: {name}={describe(value)}")
-
-
 def _as_pair(op: str, x: Any, w: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Convert `input` and `filters` together: a NumPy side follows the tensor side's dtype and device."""
     if isinstance(w, torch.Tensor) and not isinstance(x, torch.Tensor):
-        w_t = _as_tensor("filters", w)
-        return _as_tensor("input", x, like=w_t), w_t
-    x_t = _as_tensor("input", x)
-    w_t = _as_tensor("filters", w, like=x_t if not isinstance(w, torch.Tensor) else None)
+        w_t = as_tensor("filters", w)
+        return as_tensor("input", x, like=w_t), w_t
+    x_t = as_tensor("input", x)
+    w_t = as_tensor("filters", w, like=x_t if not isinstance(w, torch.Tensor) else None)
     if x_t.dtype != w_t.dtype:
         raise TypeError(f"{op}: `input` and `filters` must have the same dtype. "
                         f"Received: input dtype {x_t.dtype}, filters dtype {w_t.dtype}")
@@ -177,16 +155,6 @@ def _explicit_pads(op: str, padding: Any) -> Pads:
     return pairs[1][0], pairs[1][1], pairs[2][0], pairs[2][1]
 
 
-def _conv2d_nchw(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 strides: tuple[int, int], dilations: tuple[int, int], pads: Pads, groups: int = 1) -> torch.Tensor:
-    """Convolution on an NCHW view with TF-style (possibly asymmetric) padding; weight is (O, I, kh, kw)."""
-    top, bottom, left, right = pads
-    if top == bottom and left == right:
-        return F.conv2d(x, weight, bias, strides, (top, left), dilations, groups)
-    x = F.pad(x, (left, right, top, bottom))  # asymmetric SAME: the extra pixel after, as TF
-    return F.conv2d(x, weight, bias, strides, 0, dilations, groups)
-
-
 def conv2d(input: Any, filters: Any, strides: int | Sequence[int], padding: Padding,
            dilations: int | Sequence[int] | None = None) -> torch.Tensor:
     """2-D convolution of NHWC images with HWIO filters, as `tf.nn.conv2d`.
@@ -237,41 +205,17 @@ def conv2d(input: Any, filters: Any, strides: int | Sequence[int], padding: Padd
                          f"{shape_str(w.shape)}")
     kernel = (w.shape[0], w.shape[1])
     pads = resolve_padding(op, padding, (x.shape[1], x.shape[2]), kernel, stride4[1:3], dilation4[1:3])
-    weight = w.permute(3, 2, 0, 1)  # (kh, kw, I, O) -> (O, I, kh, kw)
-    out = _conv2d_nchw(_to_nchw(x), weight, None, stride4[1:3], dilation4[1:3], pads, groups)
-    return _to_nhwc(out)
+    out = conv2d_nchw(to_nchw(x), hwio_to_oihw(w), None, stride4[1:3], dilation4[1:3], pads, groups)
+    return to_nhwc(out)
 
 
-def _pool_args(op: str, x: torch.Tensor, ksize: Any, strides: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _pool_args(op: str, x: torch.Tensor, ksize: Any, strides: Any) -> tuple[NHWCInts, NHWCInts]:
     k4 = nhwc_ints("ksize", ksize)
     s4 = nhwc_ints("strides", strides)
     if k4[0] != 1 or s4[0] != 1:
         raise ValueError(f"{op}: pooling across the batch axis is not supported (as in TensorFlow). "
                          f"Received: ksize={list(k4)}, strides={list(s4)}")
     return k4, s4
-
-
-def _spatial_pool_nchw(kind: str, x: torch.Tensor, kernel: tuple[int, int], strides: tuple[int, int],
-                       pads: Pads) -> torch.Tensor:
-    """Max or average pooling of an NCHW view with TF padding: max pads with -inf, the average
-    counts real pixels only."""
-    top, bottom, left, right = pads
-    symmetric = top == bottom and left == right and top <= kernel[0] // 2 and left <= kernel[1] // 2
-    if kind == "max":
-        if symmetric:  # PyTorch's implicit padding for max pooling is -inf
-            return F.max_pool2d(x, kernel, strides, (top, left))
-        return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=-math.inf), kernel, strides)
-    if symmetric:
-        return F.avg_pool2d(x, kernel, strides, (top, left), count_include_pad=False)
-    sums = F.avg_pool2d(F.pad(x, (left, right, top, bottom)), kernel, strides)
-    ones = torch.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype, device=x.device)
-    counts = F.avg_pool2d(F.pad(ones, (left, right, top, bottom)), kernel, strides)
-    return sums / counts
-
-
-def _depth_max_pool_nhwc(x: torch.Tensor, window: int) -> torch.Tensor:
-    n, h, w, c = x.shape
-    return x.reshape(n, h, w, c // window, window).amax(dim=4)  # (N, H, W, C/k, k) -> (N, H, W, C/k)
 
 
 def _check_pool_padding(op: str, padding: Any, pads: Pads, kernel: tuple[int, int]) -> None:
@@ -300,17 +244,17 @@ def max_pool(input: Any, ksize: int | Sequence[int], strides: int | Sequence[int
         [1.0, 3.0]
     """
     op = "max_pool"
-    x = _as_tensor("input", input)
+    x = as_tensor("input", input)
     _check_images(op, x)
     k4, s4 = _pool_args(op, x, ksize, strides)
     if k4[3] != 1 or s4[3] != 1:
         return _depth_pool(op, x, k4, s4, padding)
     pads = resolve_padding(op, padding, (x.shape[1], x.shape[2]), k4[1:3], s4[1:3])
     _check_pool_padding(op, padding, pads, k4[1:3])
-    return _to_nhwc(_spatial_pool_nchw("max", _to_nchw(x), k4[1:3], s4[1:3], pads))
+    return to_nhwc(spatial_pool_nchw("max", to_nchw(x), k4[1:3], s4[1:3], pads))
 
 
-def _depth_pool(op: str, x: torch.Tensor, k4: tuple[int, ...], s4: tuple[int, ...], padding: Any) -> torch.Tensor:
+def _depth_pool(op: str, x: torch.Tensor, k4: NHWCInts, s4: NHWCInts, padding: Any) -> torch.Tensor:
     if k4[1:3] != (1, 1) or s4[1:3] != (1, 1):
         raise ValueError(f"{op}: depth-wise pooling cannot be combined with spatial pooling (as in TensorFlow); "
                          f"pool in two steps. Received: ksize={list(k4)}, strides={list(s4)}")
@@ -326,7 +270,7 @@ def _depth_pool(op: str, x: torch.Tensor, k4: tuple[int, ...], s4: tuple[int, ..
             raise ValueError(f"{op}: depth-wise pooling takes no spatial padding. Received: padding={padding!r}")
     elif padding.upper() not in ("SAME", "VALID"):
         resolve_padding(op, padding, (1, 1), (1, 1), (1, 1))  # raises the usual message
-    return _depth_max_pool_nhwc(x, window)
+    return depth_max_pool_nhwc(x, window)
 
 
 def avg_pool(input: Any, ksize: int | Sequence[int], strides: int | Sequence[int],
@@ -343,7 +287,7 @@ def avg_pool(input: Any, ksize: int | Sequence[int], strides: int | Sequence[int
         [[2.0, 3.5], [6.5, 8.0]]
     """
     op = "avg_pool"
-    x = _as_tensor("input", input)
+    x = as_tensor("input", input)
     _check_images(op, x)
     k4, s4 = _pool_args(op, x, ksize, strides)
     if k4[3] != 1 or s4[3] != 1:
@@ -353,7 +297,7 @@ def avg_pool(input: Any, ksize: int | Sequence[int], strides: int | Sequence[int
         raise ValueError(f"{op}: `padding` must be 'SAME' or 'VALID' (explicit padding is not supported for "
                          f"average pooling, as in TensorFlow). Received: padding={padding!r}")
     pads = resolve_padding(op, padding, (x.shape[1], x.shape[2]), k4[1:3], s4[1:3])
-    return _to_nhwc(_spatial_pool_nchw("avg", _to_nchw(x), k4[1:3], s4[1:3], pads))
+    return to_nhwc(spatial_pool_nchw("avg", to_nchw(x), k4[1:3], s4[1:3], pads))
 
 
 max_pool2d = max_pool

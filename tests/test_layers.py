@@ -5,8 +5,10 @@ the layer and activation registries, so a newly registered one is tested (or the
 from __future__ import annotations
 
 import doctest
+import importlib
 import inspect
 import math
+import pkgutil
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import convnet.activations
 import convnet.initializers
 import convnet.layers
 from convnet import augment, initializers, layers, models, nn
+from convnet._internal import kernels
 
 from .reference import avg_pool_ref, conv2d_ref, depth_max_pool_ref, max_pool_ref
 
@@ -50,10 +53,30 @@ def with_random_bias(layer, seed=3):
     return weights
 
 
-def test_docstring_examples_run():
-    for module in (convnet.layers, convnet.activations, convnet.initializers):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
+LAYER_MODULES = [importlib.import_module(f"convnet.layers.{info.name}")
+                 for info in pkgutil.iter_modules(convnet.layers.__path__)]
+
+
+@pytest.mark.parametrize("module", [convnet.layers, *LAYER_MODULES, kernels, convnet.activations,
+                                    convnet.initializers], ids=lambda module: module.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, module.__name__
+    if module is not convnet.layers.base:  # base documents in prose; each layer module shows its layers
+        assert result.attempted > 0, module.__name__
+
+
+def test_layers_package_re_exports_every_public_layer():
+    exported = convnet.layers.__all__
+    assert len(exported) == len(set(exported)) and all(hasattr(convnet.layers, name) for name in exported)
+    registered_here = {name for name in layers.list_layers()
+                       if layers.get_layer_class(name).__module__.startswith("convnet.layers.")}
+    assert registered_here and registered_here <= set(exported)
+    for module in LAYER_MODULES:  # and every public layer class of a family module, registered or not
+        for name, value in vars(module).items():
+            if isinstance(value, type) and issubclass(value, layers.Layer) and value.__module__ == module.__name__ \
+                    and not name.startswith("_"):
+                assert name in exported and getattr(convnet.layers, name) is value, name
 
 
 # Conv2D
