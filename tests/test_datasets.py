@@ -498,6 +498,19 @@ def test_server_down_says_how_to_provide_the_files(dead_url, monkeypatch, tmp_pa
         assert expected in message
 
 
+def test_offline_by_patching_the_fetch_seam(monkeypatch, tmp_path):
+    """`download.fetch` is the one place that touches the network: patching it is how a test goes offline."""
+    def offline(filename, folder, sha256, bases):
+        raise DownloadError(filename, [f"{base}{filename}: offline (test)" for base in bases])
+
+    monkeypatch.delenv("CONVNET_DATA", raising=False)
+    monkeypatch.setattr(download, "fetch", offline)
+    with pytest.raises(DatasetNotFoundError, match=r"Downloading train-images-idx3-ubyte.gz failed:\n"
+                                                   r"  - https://storage.googleapis.com/.*: offline \(test\)"):
+        datasets.mnist.load_data()
+    assert not (tmp_path / "cache" / "mnist").exists()
+
+
 def test_download_false(monkeypatch):
     monkeypatch.setenv("CONVNET_MIRROR", "http://127.0.0.1:9/")  # never contacted
     with pytest.raises(DatasetNotFoundError, match=r"(?s)mnist: the files .* were not found\..*"
@@ -512,8 +525,9 @@ def test_bad_cached_file_is_fetched_again(server):
     bad = corrupt("short content", ds.cache_dir)
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         ds.load_data(download=False)
-    with pytest.warns(UserWarning, match=re.escape(str(bad)) + r": expected 4720 bytes .* downloading it again"):
+    with pytest.warns(UserWarning, match=re.escape(str(bad)) + r": expected 4720 bytes .* downloading it again") as caught:
         (x_train, _), _ = ds.load_data()
+    assert caught[0].filename == __file__  # the warning points at the caller of load_data
     np.testing.assert_array_equal(x_train, arrays["train-images-idx3-ubyte.gz"])
     assert bad.read_bytes() == (root / bad.name).read_bytes()
 

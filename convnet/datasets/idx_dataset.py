@@ -25,7 +25,7 @@ from typing import Union
 import numpy as np
 
 from convnet._internal.checks import check_bool, check_int, check_str, describe, int_tuple
-from convnet.datasets.download import DownloadError, check_url, fetch, mirror_urls
+from convnet.datasets import download as downloads  # through the module: tests patch downloads.fetch to go offline
 from convnet.datasets.idx import FIX_ADVICE, IDX_IMAGES, IDX_LABELS, read_idx
 
 __all__ = ["IdxDataset", "DatasetNotFoundError", "FILE_NAMES"]
@@ -173,24 +173,26 @@ class IdxDataset:
         if not may_download and not self._complete(cache):
             raise DatasetNotFoundError(self._how_to(searched, "Nothing was downloaded: download=False."))
         arrays = []
-        for filename in FILE_NAMES:
-            path = cache / filename
-            if path.is_file():
-                try:
-                    arrays.append(self.read_file(path))
-                    continue
-                except ValueError as error:
-                    if not may_download:
-                        raise
-                    warnings.warn(f"{str(error).removesuffix(FIX_ADVICE)}; the cached copy is unusable, "
-                                  f"downloading it again", stacklevel=3)
-                    path.unlink()
-            try:
-                fetch(filename, cache, self.sha256[filename], mirror_urls(self.mirrors))
-            except DownloadError as error:
-                raise DatasetNotFoundError(self._how_to(searched, str(error))) from None
-            arrays.append(self.read_file(path))
+        for filename in FILE_NAMES:  # a loop, not a comprehension: the warning's stacklevel counts frames
+            arrays.append(self._read_or_fetch(cache / filename, may_download, searched))
         return (arrays[0], arrays[1]), (arrays[2], arrays[3])
+
+    def _read_or_fetch(self, path: Path, may_download: bool, searched: Sequence[Path | str]) -> np.ndarray:
+        """One file of the cache, downloaded when it is missing, and again when the cached copy is unusable."""
+        if path.is_file():
+            try:
+                return self.read_file(path)
+            except ValueError as error:
+                if not may_download:
+                    raise
+                warnings.warn(f"{str(error).removesuffix(FIX_ADVICE)}; the cached copy is unusable, "
+                              f"downloading it again", stacklevel=4)  # the caller of load_data
+                path.unlink()
+        try:
+            downloads.fetch(path.name, path.parent, self.sha256[path.name], downloads.mirror_urls(self.mirrors))
+        except downloads.DownloadError as error:
+            raise DatasetNotFoundError(self._how_to(searched, str(error))) from None
+        return self.read_file(path)
 
     def _how_to(self, searched: Sequence[Path | str], reason: str) -> str:
         folders = "\n".join(f"  - {f} ({self._state(f)})" if isinstance(f, Path) else f"  - {f}"
@@ -203,7 +205,7 @@ class IdxDataset:
                 f"  - set CONVNET_DATA to a folder holding {self.name}/ with the four files;\n"
                 f"  - copy the four files into {self.cache_dir}/;\n"
                 f"  - connect to the internet and call load_data(download=True); "
-                f"mirrors: {', '.join(mirror_urls(self.mirrors))}.")
+                f"mirrors: {', '.join(downloads.mirror_urls(self.mirrors))}.")
 
     def _state(self, folder: Path) -> str:
         if not folder.is_dir():
@@ -238,4 +240,4 @@ def _check_mirrors(mirrors: object) -> tuple[str, ...]:
         raise TypeError(f"`mirrors` must be a sequence of base URLs. Received: mirrors={describe(mirrors)}")
     if not mirrors:
         raise ValueError("`mirrors` must hold at least one base URL. Received: mirrors=[]")
-    return tuple(check_url(f"mirrors[{i}]", m) for i, m in enumerate(mirrors))
+    return tuple(downloads.check_url(f"mirrors[{i}]", m) for i, m in enumerate(mirrors))

@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from convnet._internal.checks import check_int, describe, int_tuple
 from convnet._internal.registry import Registry
 from convnet.datasets.png import check_png
 from convnet.datasets.streams import seekable
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = ["DEFAULT_MAX_PIXELS", "load_image", "load_sample_image", "list_sample_images"]
 
@@ -107,24 +110,21 @@ def load_image(source: ImageSource, size: int | Sequence[int] | None = None, cha
     size, channels, max_pixels = _check_options(size, channels, max_pixels)
     stream, name = _open_source(source)
     start = 0 if isinstance(stream, str) else stream.tell()
-    with _open_image(stream, name, max_pixels) as image:
-        image = _decode(image, name)
+    with _open_image(stream, name, max_pixels) as opened:
+        image = _decode(opened, name)  # `opened` itself, or an upright copy of it
         if image.format == "PNG":
             check_png(_read_back(stream, start), name)
         pixels = _pixels(image, name)  # (H, W) or (H, W, 3)
     return _shape(pixels, size, channels)
 
 
-def _check_options(size: Any, channels: Any, max_pixels: Any
+def _check_options(size: int | Sequence[int] | None, channels: int | None, max_pixels: int | None
                    ) -> tuple[tuple[int, ...] | None, int | None, int | None]:
-    """load_image's size, channels and max_pixels, checked and normalised."""
-    if size is not None:
-        size = int_tuple("size", size, 2)
+    """load_image's size (as (height, width)), channels and max_pixels, checked in that order."""
+    hw = None if size is None else int_tuple("size", size, 2)
     if channels is not None and check_int("channels", channels) not in (1, 3):
         raise ValueError(f"`channels` must be 1 (grayscale), 3 (RGB) or None. Received: channels={channels}")
-    if max_pixels is not None:
-        max_pixels = check_int("max_pixels", max_pixels, minimum=1)
-    return size, channels, max_pixels
+    return hw, channels, None if max_pixels is None else check_int("max_pixels", max_pixels, minimum=1)
 
 
 def _open_source(source: Any) -> tuple[str | BinaryIO, str]:
@@ -156,7 +156,7 @@ def _open_source(source: Any) -> tuple[str | BinaryIO, str]:
     return io.BytesIO(data), name
 
 
-def _open_image(stream: str | BinaryIO, name: str, max_pixels: int | None) -> Any:
+def _open_image(stream: str | BinaryIO, name: str, max_pixels: int | None) -> PILImage:
     """The PIL image, opened (its header read, nothing decoded) and refused if it is empty or a possible
     decompression bomb."""
     from PIL import Image
@@ -181,7 +181,7 @@ def _open_image(stream: str | BinaryIO, name: str, max_pixels: int | None) -> An
     return image
 
 
-def _decode(image: Any, name: str) -> Any:
+def _decode(image: PILImage, name: str) -> PILImage:
     """The image decoded whole (a truncated file fails now, not later), turned upright by its EXIF tag."""
     from PIL import ImageOps
 
@@ -206,7 +206,7 @@ def _read_back(stream: str | BinaryIO, start: int) -> bytes:
     return data
 
 
-def _pixels(image: Any, name: str) -> np.ndarray:
+def _pixels(image: PILImage, name: str) -> np.ndarray:
     """uint8 (H, W) for grayscale modes, (H, W, 3) for colour ones; alpha composited onto black."""
     mode = image.mode
     if mode.startswith("I"):  # 32-bit "I" and 16-bit "I;16*": assume 16-bit data, scale to 8 bits
