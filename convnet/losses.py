@@ -12,12 +12,14 @@ in log space (log-softmax), as Keras does: probabilities that round to 0 never p
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from convnet._internal.checks import check_bool, check_float, describe, unknown_name
+from convnet._internal.checks import check_bool, check_float, describe
+from convnet._internal.registry import Registry
 
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities
 
@@ -150,20 +152,19 @@ class LossFunction(Loss):
         return {}
 
 
-_NAMED: dict[str, type[Loss]] = {
-    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-    "categorical_crossentropy": CategoricalCrossentropy,
-    "binary_crossentropy": BinaryCrossentropy,
-    "mean_squared_error": MeanSquaredError,
-    "mse": MeanSquaredError,
-    "mean_absolute_error": MeanAbsoluteError,
-    "mae": MeanAbsoluteError,
-}
-_CLASSES = {cls.__name__: cls for cls in set(_NAMED.values())}
+LOSSES: Registry[type[Loss]] = Registry("loss")
+for _name, _cls in [("sparse_categorical_crossentropy", SparseCategoricalCrossentropy),
+                    ("categorical_crossentropy", CategoricalCrossentropy),
+                    ("binary_crossentropy", BinaryCrossentropy),
+                    ("mean_squared_error", MeanSquaredError), ("mse", MeanSquaredError),
+                    ("mean_absolute_error", MeanAbsoluteError), ("mae", MeanAbsoluteError)]:
+    LOSSES.register(_name, _cls)
+_CLASSES = {cls.__name__: cls for _, cls in LOSSES.items()}
 
 
-def list_losses() -> list[str]:
-    return sorted(_NAMED)
+def list_losses(pattern: str = "*") -> list[str]:
+    """The loss names `get` accepts, those matching the shell-style `pattern` ("*crossentropy")."""
+    return LOSSES.names(pattern)
 
 
 def get(identifier: str | Loss | dict) -> Loss:
@@ -171,10 +172,7 @@ def get(identifier: str | Loss | dict) -> Loss:
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, str):
-        key = identifier.lower()
-        if key not in _NAMED:
-            raise unknown_name("loss", identifier, _NAMED, argument="loss")
-        return _NAMED[key]()
+        return LOSSES.get(identifier, argument="loss")()
     if isinstance(identifier, dict) and identifier.get("class_name") in _CLASSES:
         return _CLASSES[identifier["class_name"]](**identifier.get("config", {}))
     if callable(identifier) and not isinstance(identifier, type):
@@ -182,6 +180,37 @@ def get(identifier: str | Loss | dict) -> Loss:
     raise TypeError(f"`loss` must be a name such as 'sparse_categorical_crossentropy', a convnet Loss or a "
                     f"function (y_true, y_pred). "
                     f"Received: loss={describe(identifier)}")
+
+
+def check_from_logits(loss: Loss, output_activation: str | None) -> None:
+    """Keras's warning for `from_logits=True` on the output of a softmax (or sigmoid): the loss then
+    applies the activation a second time. Training goes on as Keras's does (the outputs are taken as
+    logits); the warning is Keras's wording (without the stray quote that opens Keras's message)."""
+    if loss.from_logits and output_activation is not None and output_activation == loss.fused_activation:
+        activation = {"softmax": "Softmax", "sigmoid": "Sigmoid"}[output_activation]
+        warnings.warn(f"`{loss.name}` received `from_logits=True`, but the `output` argument was produced by a "
+                      f"{activation} activation and thus does not represent logits. Was this intended?",
+                      stacklevel=5)  # check_from_logits <- require_compiled <- loop.fit <- Sequential.fit <- you
+
+
+def to_probabilities(loss: Loss, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities from the logits a cross-entropy `loss` takes: softmax, or sigmoid for a binary one."""
+    if loss.fused_activation == "sigmoid":
+        return torch.sigmoid(logits.float())
+    if loss.fused_activation == "softmax":
+        return torch.softmax(logits.float(), dim=-1)
+    raise ValueError(f"{loss.name} does not take logits")
+
+
+def from_probabilities(loss: Loss, probabilities: torch.Tensor) -> torch.Tensor:
+    """Logits whose probabilities (`to_probabilities`) are `probabilities`: log p for a softmax (any shift
+    of it would do), log p - log(1 - p) for a sigmoid; 0 and 1 become -inf and inf."""
+    p = probabilities.float()
+    if loss.fused_activation == "sigmoid":
+        return torch.log(p) - torch.log1p(-p)
+    if loss.fused_activation == "softmax":
+        return torch.log(p)
+    raise ValueError(f"{loss.name} does not take logits")
 
 
 def serialize(loss: Loss) -> dict[str, Any]:

@@ -6,9 +6,12 @@ accuracy, one-hot labels categorical accuracy, a binary cross-entropy binary acc
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from convnet._internal.checks import describe, unknown_name
+from convnet._internal.checks import describe
+from convnet._internal.registry import Registry
 from convnet.losses import BinaryCrossentropy, Loss
 
 
@@ -78,41 +81,40 @@ class MeanSquaredError(Metric):
         return diff.reshape(diff.shape[0], -1).mean(dim=1).sum()
 
 
-_NAMED = {
-    "sparse_categorical_accuracy": SparseCategoricalAccuracy,
-    "categorical_accuracy": CategoricalAccuracy,
-    "binary_accuracy": BinaryAccuracy,
-    "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
-    "mean_absolute_error": MeanAbsoluteError,
-    "mae": MeanAbsoluteError,
-    "mean_squared_error": MeanSquaredError,
-    "mse": MeanSquaredError,
-}
+def _accuracy(loss: Loss | None) -> Metric:
+    """Keras's "accuracy": binary for a binary cross-entropy, categorical for one-hot labels, else sparse."""
+    if isinstance(loss, BinaryCrossentropy):
+        return BinaryAccuracy()
+    if loss is not None and loss.label_kind == "dense":
+        return CategoricalAccuracy()
+    return SparseCategoricalAccuracy()
 
 
-def list_metrics() -> list[str]:
-    return sorted([*_NAMED, "accuracy", "acc"])
+# each name maps to a factory given the compiled loss (only "accuracy" depends on it)
+METRICS: Registry[Callable[[Loss | None], Metric]] = Registry("metric")
+for _name in ("accuracy", "acc"):
+    METRICS.register(_name, _accuracy)
+for _name, _cls in [("sparse_categorical_accuracy", SparseCategoricalAccuracy),
+                    ("categorical_accuracy", CategoricalAccuracy), ("binary_accuracy", BinaryAccuracy),
+                    ("sparse_top_k_categorical_accuracy", SparseTopKCategoricalAccuracy),
+                    ("mean_absolute_error", MeanAbsoluteError), ("mae", MeanAbsoluteError),
+                    ("mean_squared_error", MeanSquaredError), ("mse", MeanSquaredError)]:
+    METRICS.register(_name, lambda loss, cls=_cls: cls())
+
+
+def list_metrics(pattern: str = "*") -> list[str]:
+    """The metric names `get` accepts, those matching the shell-style `pattern` ("*accuracy")."""
+    return METRICS.names(pattern)
 
 
 def get(identifier: str | Metric, loss: Loss | None = None) -> Metric:
-    """A metric from a name or a Metric; "accuracy" is resolved from `loss` as Keras does."""
+    """A metric from a name or a Metric; "accuracy" is resolved from `loss` as Keras does. The metric is
+    named as asked ("acc" logs as "acc"), lower-cased except for the accuracy aliases."""
     if isinstance(identifier, Metric):
         return identifier
     if not isinstance(identifier, str):
         raise TypeError(f"a metric must be a name such as 'accuracy' or a convnet Metric. "
                         f"Received: {describe(identifier)}")
-    key = identifier.lower()
-    if key in ("accuracy", "acc"):
-        if isinstance(loss, BinaryCrossentropy):
-            metric: Metric = BinaryAccuracy()
-        elif loss is not None and loss.label_kind == "dense":
-            metric = CategoricalAccuracy()
-        else:
-            metric = SparseCategoricalAccuracy()
-        metric.name = identifier
-        return metric
-    if key not in _NAMED:
-        raise unknown_name("metric", identifier, [*_NAMED, "accuracy"], argument="metrics")
-    metric = _NAMED[key]()
-    metric.name = key
+    metric = METRICS.get(identifier, argument="metrics")(loss)
+    metric.name = identifier if identifier.lower() in ("accuracy", "acc") else identifier.lower()
     return metric
