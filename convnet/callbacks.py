@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 
 class Callback:
-    """Base class; override the hooks you need. `self.model` is the model being trained."""
+    """Base class; override the hooks you need. `self.model` is the model being trained.
+
+    A callback that keeps state across epochs (a best value, a patience counter) returns it from
+    `get_state` and takes it back in `set_state`, so that `fit(..., resume=True)` continues it exactly.
+    """
 
     def __init__(self) -> None:
         self.model: Sequential | None = None
@@ -53,6 +57,14 @@ class Callback:
         cls = type(self)
         return (cls.on_train_batch_begin is not Callback.on_train_batch_begin
                 or cls.on_train_batch_end is not Callback.on_train_batch_end)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The state a training checkpoint keeps: (JSON-able values, named arrays). Empty for a stateless
+        callback. `fit` calls it when it writes a checkpoint, between epochs or steps."""
+        return {}, {}
+
+    def set_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Take back what `get_state` returned; `fit(..., resume=True)` calls it after `on_train_begin`."""
 
 
 class History(Callback):
@@ -79,13 +91,14 @@ def _monitor_mode(monitor: str, mode: str) -> str:
 
 
 class _Monitor:
-    """Tracks the best value of a monitored log entry ("val_loss", "val_accuracy", ...)."""
+    """Tracks the best value of a monitored log entry ("val_loss", "val_accuracy", ...), as Keras 3's
+    `MonitorCallback`: `best` starts as None, and the first value always improves on it."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
         self.monitor = check_str("monitor", monitor)
         self.mode = _monitor_mode(monitor, check_choice("mode", mode, ("auto", "min", "max")))
         self.min_delta = abs(min_delta)
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best: float | None = None
 
     def value(self, logs: Mapping[str, float] | None, who: str) -> float | None:
         logs = logs or {}
@@ -95,14 +108,27 @@ class _Monitor:
             return None
         return float(logs[self.monitor])
 
-    def improved(self, value: float) -> bool:
+    def improves(self, value: float, reference: float | None) -> bool:
+        """Keras 3's `_is_improvement`: `value - min_delta` (min_delta negated in "min" mode) beats
+        `reference`. Keras compares with `ops.less`/`ops.greater`, which turn Python floats into float32
+        tensors, so the comparison is made in float32 here too: values closer than float32's resolution tie."""
+        if reference is None:
+            return True
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return bool(np.float32(value - -self.min_delta) < np.float32(reference))
+        return bool(np.float32(value - self.min_delta) > np.float32(reference))
 
 
 class EarlyStopping(Callback):
-    """Stops training when `monitor` has not improved for `patience` epochs, as Keras."""
+    """Stops training when `monitor` has not improved for `patience` epochs, as Keras 3.
+
+    Keras 3's rule, epoch by epoch (from `start_from_epoch` on, for epochs whose logs hold `monitor`):
+    `wait` grows by one; an improvement on the best value by more than `min_delta` becomes the best and
+    resets `wait` to 0 if it also beats `baseline` (the first monitored value always becomes the best);
+    otherwise training stops once `wait >= patience` (never at epoch 0). With `restore_best_weights`,
+    the weights of the best epoch (those of the first monitored epoch until one improves) are put back
+    when training ends, whether it stopped early or ran all its epochs.
+    """
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
                  mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
@@ -119,33 +145,62 @@ class EarlyStopping(Callback):
         self.best_weights: list[np.ndarray] | None = None
         self.best_epoch = 0
 
+    @property
+    def best(self) -> float | None:
+        return self.tracker.best
+
     def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        # as Keras 3, `best` restarts at None, not at `baseline`: the baseline only decides when `wait` resets
         self.wait, self.stopped_epoch, self.best_weights, self.best_epoch = 0, 0, None, 0
-        self.tracker.best = math.inf if self.tracker.mode == "min" else -math.inf
-        if self.baseline is not None:
-            self.tracker.best = self.baseline
+        self.tracker.best = None
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         value = self.tracker.value(logs, "EarlyStopping")
         if value is None or epoch < self.start_from_epoch:
             return
-        if self.tracker.improved(value):
-            self.tracker.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
-            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = self._weights(), epoch
         self.wait += 1
-        if self.wait > self.patience:
+        if self.tracker.improves(value, self.tracker.best):
+            self.tracker.best, self.best_epoch = value, epoch
+            if self.restore_best_weights:
+                self.best_weights = self._weights()
+            if self.baseline is None or self.tracker.improves(value, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
-            self.model.stop_training = True
+            self._model().stop_training = True
 
     def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
-        if self.stopped_epoch and self.verbose:
+        if self.stopped_epoch > 0 and self.verbose:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
-        if self.restore_best_weights and self.best_weights is not None and self.stopped_epoch:
+        if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
                 print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
-            self.model.set_weights(self.best_weights)
+            self._model().set_weights(self.best_weights)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        values = {"wait": self.wait, "best": self.tracker.best, "best_epoch": self.best_epoch,
+                  "stopped_epoch": self.stopped_epoch, "has_best_weights": self.best_weights is not None}
+        arrays = {f"best_weights/{index}": weight for index, weight in enumerate(self.best_weights or [])}
+        return values, arrays
+
+    def set_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.wait, self.best_epoch = int(values["wait"]), int(values["best_epoch"])
+        self.stopped_epoch = int(values["stopped_epoch"])
+        self.tracker.best = None if values["best"] is None else float(values["best"])
+        self.best_weights = ([arrays[f"best_weights/{index}"] for index in range(len(arrays))]
+                             if values["has_best_weights"] else None)
+
+    def _weights(self) -> list[np.ndarray]:
+        # copies: `get_weights` can return arrays that share memory with the parameters (a CPU bias)
+        return [np.array(weight, copy=True) for weight in self._model().get_weights()]
+
+    def _model(self) -> Sequential:
+        if self.model is None:
+            raise ValueError("EarlyStopping: no model; it is set by `fit` (or call `set_model` first)")
+        return self.model
 
 
 class ModelCheckpoint(Callback):
@@ -181,11 +236,12 @@ class ModelCheckpoint(Callback):
                              f"({', '.join(logs)}): {error}") from None
         if self.save_best_only:
             value = self.tracker.value(logs, "ModelCheckpoint")
-            if value is None or not self.tracker.improved(value):
+            if value is None or not self.tracker.improves(value, self.tracker.best):
                 return
             if self.verbose:
-                print(f"Epoch {epoch + 1}: {self.tracker.monitor} improved from {self.tracker.best:.5f} to "
-                      f"{value:.5f}, saving model to {path}")
+                best = "None" if self.tracker.best is None else f"{self.tracker.best:.5f}"
+                print(f"Epoch {epoch + 1}: {self.tracker.monitor} improved from {best} to {value:.5f}, "
+                      f"saving model to {path}")
             self.tracker.best = value
         elif self.verbose:
             print(f"Epoch {epoch + 1}: saving model to {path}")
@@ -193,6 +249,12 @@ class ModelCheckpoint(Callback):
             self.model.save_weights(path)
         else:
             self.model.save(path)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"best": self.tracker.best}, {}
+
+    def set_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.tracker.best = None if values["best"] is None else float(values["best"])
 
 
 class CSVLogger(Callback):
