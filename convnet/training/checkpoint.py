@@ -1,8 +1,9 @@
 """Training checkpoints: everything needed to continue a `fit` exactly where it stopped.
 
 A checkpoint holds the model's weights, the optimizer's state, the epoch and step, the current epoch's
-shuffling order and metric sums, every random generator's state, the history so far and a fingerprint
-of the training data. It is a safetensors file (tensors, plus JSON in the header; no pickle), written
+shuffling order and metric sums, every random generator's state, the history so far, the callbacks'
+state (`Callback.get_state`: EarlyStopping's patience count and best weights, ModelCheckpoint's best)
+and a fingerprint of the training data. It is a safetensors file (tensors, plus JSON in the header; no pickle), written
 atomically: temporary file, fsync, rename. A run folder keeps two: `last.ckpt` (the newest) and
 `best.ckpt` (the best epoch by the monitored value, `val_loss` when there is validation data).
 """
@@ -42,6 +43,8 @@ class TrainingState:
     epochs_done: list[int] = field(default_factory=list)
     best: float | None = None             # best monitored value so far
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    # one entry per callback of the fit, in order: {"class": name, "values": JSON-able, "arrays": {name: array}}
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any]) -> dict[str, Any]:
@@ -125,10 +128,13 @@ def save(folder: str, model: Sequential, state: TrainingState, best: bool = Fals
         tensors["state/totals"] = state.totals.detach().cpu().contiguous()
     if state.order is not None:
         tensors["state/order"] = state.order.detach().cpu().contiguous()
+    tensors.update(_callback_tensors(state.callbacks))
     config = {"model": model.get_config(), "optimizer": optimizer_json, "rng": _rng_json(),
               "state": {"epoch": state.epoch, "step": state.step, "global_step": state.global_step,
                         "seen": state.seen, "history": state.history, "epochs_done": state.epochs_done,
-                        "best": state.best, "fingerprint": state.fingerprint}}
+                        "best": state.best, "fingerprint": state.fingerprint,
+                        "callbacks": [{"class": entry["class"], "values": entry["values"]}
+                                      for entry in state.callbacks]}}
     data = encode(tensors, "checkpoint", config)
     path = os.path.join(folder, LAST)
     atomic_write(path, data)
@@ -157,7 +163,8 @@ def load(folder: str, model: Sequential) -> TrainingState:
                               global_step=_count(saved["global_step"]), seen=_count(saved["seen"]),
                               history=dict(saved["history"]), epochs_done=list(saved["epochs_done"]),
                               best=saved["best"], fingerprint=dict(saved["fingerprint"]),
-                              totals=tensors.get("state/totals"), order=tensors.get("state/order"))
+                              totals=tensors.get("state/totals"), order=tensors.get("state/order"),
+                              callbacks=_callback_entries(tensors, saved.get("callbacks", [])))
         optimizer_state = _optimizer_state(tensors, config["optimizer"])
         _check_optimizer_state(optimizer_state, model.optimizer_)
         model.load_state_dict(weights)
@@ -174,6 +181,23 @@ def load(folder: str, model: Sequential) -> TrainingState:
     state.totals = None if state.totals is None else state.totals.to(device)
     state.order = None if state.order is None else state.order.to(device)
     return state
+
+
+def _callback_tensors(entries: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Each callback's arrays as tensors under "callbacks/<index>/<name>"."""
+    return {f"callbacks/{index}/{name}": torch.from_numpy(np.ascontiguousarray(array))
+            for index, entry in enumerate(entries) for name, array in entry["arrays"].items()}
+
+
+def _callback_entries(tensors: dict[str, torch.Tensor], saved: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The callbacks' state as `save` wrote it (checkpoints written before callbacks had state have none)."""
+    entries: list[dict[str, Any]] = [{"class": str(entry["class"]), "values": dict(entry["values"]), "arrays": {}}
+                                     for entry in saved]
+    for key, value in tensors.items():
+        if key.startswith("callbacks/"):
+            _, index, name = key.split("/", 2)
+            entries[int(index)]["arrays"][name] = value.numpy()
+    return entries
 
 
 def verify(folder: str) -> None:

@@ -14,23 +14,19 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from convnet._internal.checks import (
-    check_bool,
-    check_float,
-    check_int,
-    describe,
-    shape_str,
-)
+from convnet._internal.checks import check_bool, check_float, check_int, describe
 from convnet.augment import apply_variant, tta_variants
 from convnet.callbacks import Callback, History, TerminateOnNaN
+from convnet.losses import check_from_logits, from_probabilities, to_probabilities
 from convnet.training import checkpoint
-from convnet.training.engine import batch_sums
+from convnet.training.engine import Engine, batch_sums
+from convnet.training.inputs import as_inputs, as_targets, split_validation
 from convnet.training.progress import Progbar, resolve_verbose
 
 if TYPE_CHECKING:
@@ -52,92 +48,6 @@ class LazyLogs(Mapping):
 
     def __len__(self) -> int:
         return len(self._values)
-
-
-def as_inputs(model: Sequential, x: Any, argument: str = "x") -> torch.Tensor:
-    """`x` as a CPU (or device) tensor of the model's input shape, keeping uint8 to save memory and
-    transfer (batches are cast to float32 on the device). A channel axis is added to (N, H, W) arrays
-    when the model takes (H, W, 1)."""
-    if isinstance(x, torch.Tensor):
-        tensor = x.detach()
-    elif isinstance(x, (np.ndarray, list, tuple)):
-        array = np.asarray(x)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
-        if (array.dtype.kind == "f" and array.dtype != np.float32) or array.dtype.kind in "bi" or (array.dtype.kind == "u" and array.dtype != np.uint8):
-            array = array.astype(np.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    else:
-        raise TypeError(f"`{argument}` must be a NumPy array or a torch.Tensor. Received: {argument}={describe(x)}")
-    if tensor.is_complex():
-        raise TypeError(f"`{argument}` must hold real numbers. Received: {argument}={describe(tensor)}")
-    expected = model.input_shape
-    if expected is None:
-        if tensor.dim() < 2:
-            raise ValueError(f"`{argument}` must be a batch (N, ...). Received shape {shape_str(tensor.shape)}")
-        return tensor
-    if (len(expected) == 3 and expected[-1] == 1 and tensor.dim() == 3
-            and all(e is None or e == s for e, s in zip(expected[:2], tensor.shape[1:]))):
-        tensor = tensor.unsqueeze(-1)  # (N, H, W) -> (N, H, W, 1)
-    if tensor.dim() != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, tensor.shape[1:])):
-        hint = "; add a batch axis with x[None]" if tuple(tensor.shape) == tuple(expected) else ""
-        raise ValueError(f"`{argument}` has shape {shape_str(tensor.shape)} but the model expects "
-                         f"{shape_str((None, *expected))}{hint}")
-    if tensor.shape[0] == 0:
-        raise ValueError(f"`{argument}` is empty (0 samples)")
-    return tensor
-
-
-def as_targets(model: Sequential, y: Any, count: int, argument: str = "y") -> torch.Tensor:
-    """`y` checked against the loss: class indices in [0, classes) for sparse losses, arrays of the output
-    shape otherwise; as many samples as x."""
-    if y is None:
-        raise ValueError(f"`{argument}` is required (the targets for the loss)")
-    if isinstance(y, torch.Tensor):
-        tensor = y.detach().cpu()
-    else:
-        array = np.asarray(y)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if tensor.dim() == 0 or tensor.shape[0] != count:
-        got = "a scalar" if tensor.dim() == 0 else f"{tensor.shape[0]}"
-        raise ValueError(f"`x` and `{argument}` must have the same number of samples: x has {count}, "
-                         f"{argument} has {got}")
-    loss = model.loss
-    output = model.output_shape
-    if loss is not None and loss.label_kind == "sparse":
-        if tensor.dim() == 2 and tensor.shape[1] == 1:
-            tensor = tensor[:, 0]
-        if tensor.dim() != 1:
-            raise ValueError(f"`{argument}` must hold one class index per sample for {loss.name}, shape (N,). "
-                             f"Received shape {shape_str(tensor.shape)}; for one-hot labels use "
-                             f"loss='categorical_crossentropy'")
-        if tensor.is_floating_point():
-            if not torch.equal(tensor, tensor.round()):
-                raise ValueError(f"`{argument}` must hold integer class indices for {loss.name}. "
-                                 f"Received non-integer values such as {tensor[tensor != tensor.round()][0].item()}")
-        tensor = tensor.long()
-        classes = output[-1] if output else None
-        low, high = int(tensor.min()), int(tensor.max())
-        if low < 0 or (classes is not None and high >= classes):
-            raise ValueError(f"`{argument}` holds labels in [{low}, {high}] but the model has {classes} outputs, "
-                             f"so labels must be in [0, {classes - 1}]")
-        return tensor
-    tensor = tensor.float()
-    if output is not None and tuple(tensor.shape[1:]) != tuple(output) and tensor[0].numel() != math.prod(output):
-        raise ValueError(f"`{argument}` has shape {shape_str(tensor.shape)} but the model outputs "
-                         f"{shape_str((None, *output))}")
-    return tensor
-
-
-def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float) -> tuple[torch.Tensor, ...]:
-    """Keras's rule: the *last* `fraction` of the samples, taken before shuffling."""
-    split_at = int(x.shape[0] * (1 - fraction))
-    if split_at == 0 or split_at == x.shape[0]:
-        raise ValueError(f"`validation_split`={fraction} leaves no training or no validation samples "
-                         f"out of {x.shape[0]}")
-    return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
 
 
 def _batch_slices(count: int, batch_size: int) -> Iterator[slice]:
@@ -180,6 +90,26 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _NanWatch:
+    """Finds the first step of an epoch whose loss is not finite, for `TerminateOnNaN`, without a host
+    sync per step on a GPU: the step is recorded on the device and read every `every` steps."""
+
+    def __init__(self, guard: TerminateOnNaN, device: torch.device):
+        self.guard = guard
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+        self.every = 1 if device.type == "cpu" else 64  # reading it costs a GPU sync: batch the checks
+
+    def record(self, epoch: int, step: int, sums: torch.Tensor, last: bool, due: bool) -> None:
+        self.first_bad.masked_fill_((self.first_bad < 0) & ~torch.isfinite(sums[0]), step)
+        if (step + 1) % self.every == 0 or last or due:
+            self.check(epoch)
+
+    def check(self, epoch: int) -> None:
+        bad = int(self.first_bad)
+        if bad >= 0 and self.guard.stopped_at is None:
+            self.guard.trigger(epoch, bad)
+
+
 class Trainer:
     """One call of `fit`: the loop over epochs and steps, with its state, callbacks and checkpoints."""
 
@@ -192,11 +122,12 @@ class Trainer:
         self.count = x.shape[0]
         self.steps = math.ceil(self.count / batch_size)
         self.history = History()
+        self.user_callbacks = callbacks  # their state goes into checkpoints (History's is the state's history)
         self.callbacks = [*callbacks, self.history]  # History last, as Keras, so it records what callbacks add
         self.batch_hooks = [c for c in self.callbacks if c.uses_batch_hooks()]
         self.nan_guard = next((c for c in callbacks if isinstance(c, TerminateOnNaN)), None)
         self.names = model.metrics_names
-        self.engine = model.engine
+        self.engine: Engine = model.engine
         self.schedule = model.optimizer.schedule if model.optimizer is not None else None
         if self.schedule is not None:
             self.schedule.bind(epochs * self.steps)
@@ -232,17 +163,26 @@ class Trainer:
             where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
             print(f"Resuming from {os.path.join(self.checkpoint_dir, checkpoint.LAST)} at {where}", flush=True)
 
+    def _restore_callbacks(self) -> None:
+        """Give each callback the state the checkpoint kept for it (after `on_train_begin`, which resets it).
+        Callbacks are matched by class and rank among those of their class, so that adding or removing
+        another callback on resume (a CSVLogger, say) leaves the others' state in place."""
+        saved = {key: entry for key, entry in zip(_callback_keys(entry["class"] for entry in self.state.callbacks),
+                                                  self.state.callbacks)}
+        for callback, key in zip(self.user_callbacks, _callback_keys(type(c).__name__ for c in self.user_callbacks)):
+            if key in saved:
+                callback.set_state(saved[key]["values"], saved[key]["arrays"])
+
     def _save(self, best: bool = False) -> str | None:
         if self.checkpoint_dir is None:
             return None
         self.state.history = self.history.history
         self.state.epochs_done = self.history.epoch
+        self.state.callbacks = []
+        for callback in self.user_callbacks:
+            values, arrays = callback.get_state()
+            self.state.callbacks.append({"class": type(callback).__name__, "values": values, "arrays": arrays})
         return checkpoint.save(self.checkpoint_dir, self.model, self.state, best=best)
-
-    def _check_finite(self, epoch: int, first_bad: torch.Tensor) -> None:
-        bad = int(first_bad)
-        if bad >= 0 and self.nan_guard.stopped_at is None:
-            self.nan_guard.trigger(epoch, bad)
 
     def run(self) -> History:
         model, state = self.model, self.state
@@ -255,6 +195,8 @@ class Trainer:
         model.history = self.history
         for callback in self.callbacks:
             callback.on_train_begin()
+        if self.resumed:
+            self._restore_callbacks()
         try:
             with _InterruptFlag() as interrupt:
                 while state.epoch < self.epochs and not model.stop_training:
@@ -266,38 +208,40 @@ class Trainer:
         return self.history
 
     def _epoch(self, interrupt: _InterruptFlag) -> None:
-        model, state, device = self.model, self.state, self.model.device
-        epoch = state.epoch
+        epoch = self.state.epoch
+        self._begin_epoch(epoch)
+        progbar = Progbar(self.steps, self.verbose)
+        self._steps(epoch, progbar, interrupt)
+        logs = self._epoch_logs()
+        progbar.finish(logs, step=self.state.step)
+        for callback in self.callbacks:
+            callback.on_epoch_end(epoch, logs)
+        self._end_epoch(epoch, logs)
+
+    def _begin_epoch(self, epoch: int) -> None:
+        """Epoch-begin hooks, the "Epoch k/n" line, and a fresh order and sums (a resumed epoch keeps its own)."""
+        state, device = self.state, self.model.device
         for callback in self.callbacks:
             callback.on_epoch_begin(epoch)
         if self.verbose:
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-        if state.step == 0:  # a fresh epoch (a resumed one brings its order and sums)
+        if state.step == 0:
             state.order = torch.randperm(self.count, device=device) if self.shuffle else None
             state.totals = torch.zeros(len(self.names), dtype=torch.float64, device=device)
             state.seen = 0
-        progbar = Progbar(self.steps, self.verbose)
-        engine = self.engine
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
-        check_every = 1 if device.type == "cpu" else 64  # reading it costs a GPU sync: batch the checks
+
+    def _steps(self, epoch: int, progbar: Progbar, interrupt: _InterruptFlag) -> None:
+        """The epoch's remaining steps; stops early on Ctrl-C (raises) or when a callback stops training."""
+        state = self.state
+        nan_watch = None if self.nan_guard is None else _NanWatch(self.nan_guard, self.model.device)
         last_save = time.monotonic()
-        model.train()
+        self.model.train()
         for step in range(state.step, self.steps):
             for callback in self.batch_hooks:
                 callback.on_train_batch_begin(step, {})
-            start = step * self.batch_size
-            index = (slice(start, start + self.batch_size) if state.order is None
-                     else state.order[start:start + self.batch_size])
-            if self.schedule is not None:
-                model.learning_rate = self.schedule(state.global_step)
-            sums = engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size)
-            state.totals += sums
-            state.seen += min(self.batch_size, self.count - start)
-            state.step, state.global_step = step + 1, state.global_step + 1
-            if self.nan_guard is not None:
-                first_bad.masked_fill_((first_bad < 0) & ~torch.isfinite(sums[0]), step)
-                if (step + 1) % check_every == 0 or step + 1 == self.steps or progbar.due():
-                    self._check_finite(epoch, first_bad)
+            sums = self._train_step(step)
+            if nan_watch is not None:
+                nan_watch.record(epoch, step, sums, last=step + 1 == self.steps, due=progbar.due())
             if self.batch_hooks:
                 logs = LazyLogs(dict(zip(self.names, state.totals / state.seen)))
                 for callback in self.batch_hooks:
@@ -305,30 +249,59 @@ class Trainer:
             if progbar.due():
                 progbar.update(step + 1, _means(self.names, state.totals, state.seen))
             if interrupt.raised:
-                saved = self._save() if bool(torch.isfinite(state.totals).all()) else None
-                progbar.finish(_means(self.names, state.totals, state.seen), step=step + 1)
-                reason = ("no checkpoint folder was given" if self.checkpoint_dir is None else
-                          "no checkpoint written: the weights are no longer finite (the last one is kept)")
-                raise TrainingInterrupted(epoch, step + 1, saved, reason)
-            if model.stop_training:
+                self._interrupted(epoch, step, progbar)
+            if self.model.stop_training:
                 break
-            if (self.checkpoint_dir is not None and step + 1 < self.steps
-                    and time.monotonic() - last_save >= self.checkpoint_interval
-                    and bool(torch.isfinite(state.totals).all())):
-                self._save()
-                last_save = time.monotonic()
-        if self.nan_guard is not None:
-            self._check_finite(epoch, first_bad)
-        logs = _means(self.names, state.totals, state.seen)
+            if step + 1 < self.steps and time.monotonic() - last_save >= self.checkpoint_interval:
+                last_save = self._save_periodically(last_save)
+        if nan_watch is not None:
+            nan_watch.check(epoch)
+
+    def _train_step(self, step: int) -> torch.Tensor:
+        """One optimizer step on batch `step` of the epoch's order; adds its sums to the epoch's totals."""
+        state = self.state
+        start = step * self.batch_size
+        index = (slice(start, start + self.batch_size) if state.order is None
+                 else state.order[start:start + self.batch_size])
+        if self.schedule is not None:
+            self.model.learning_rate = self.schedule(state.global_step)
+        sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size)
+        state.totals += sums
+        state.seen += min(self.batch_size, self.count - start)
+        state.step, state.global_step = step + 1, state.global_step + 1
+        return sums
+
+    def _interrupted(self, epoch: int, step: int, progbar: Progbar) -> None:
+        """After Ctrl-C: a checkpoint (unless the weights diverged), then `TrainingInterrupted`."""
+        state = self.state
+        saved = self._save() if bool(torch.isfinite(state.totals).all()) else None
+        progbar.finish(_means(self.names, state.totals, state.seen), step=step + 1)
+        reason = ("no checkpoint folder was given" if self.checkpoint_dir is None else
+                  "no checkpoint written: the weights are no longer finite (the last one is kept)")
+        raise TrainingInterrupted(epoch, step + 1, saved, reason)
+
+    def _save_periodically(self, last_save: float) -> float:
+        """A mid-epoch checkpoint, every `checkpoint_interval` seconds, of finite sums; when it was written."""
+        if self.checkpoint_dir is None or not bool(torch.isfinite(self.state.totals).all()):
+            return last_save
+        self._save()
+        return time.monotonic()
+
+    def _epoch_logs(self) -> dict[str, float]:
+        """The epoch's means, and the validation scores as "val_<name>"."""
+        logs = _means(self.names, self.state.totals, self.state.seen)
         if self.validation is not None:
-            val = _evaluate_tensors(model, *self.validation, max(self.batch_size, 256))
+            val = _evaluate_tensors(self.model, *self.validation, max(self.batch_size, 256))
             logs.update({f"val_{name}": value for name, value in val.items()})
-            model.train()
-        progbar.finish(logs, step=state.step)
-        for callback in self.callbacks:
-            callback.on_epoch_end(epoch, logs)
+            self.model.train()
+        return logs
+
+    def _end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """Move on to the next epoch and write its checkpoint (`best.ckpt` too when the monitored value,
+        val_loss or loss, is the best so far); diverged logs are never checkpointed."""
+        state = self.state
         state.epoch, state.step, state.order, state.totals, state.seen = epoch + 1, 0, None, None, 0
-        if all(math.isfinite(value) for value in logs.values()):  # never checkpoint diverged weights
+        if all(math.isfinite(value) for value in logs.values()):
             monitor = logs.get("val_loss", logs["loss"])
             best = state.best is None or monitor < state.best
             if best:
@@ -388,13 +361,25 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
 
 
 def require_compiled(model: Sequential, what: str) -> None:
+    """ValueError unless `model` is compiled; Keras's warning when its loss takes logits from a softmax."""
     if not model.compiled:
         raise ValueError(f"{what}: the model must be compiled first, e.g. model.compile(loss="
                          f"'sparse_categorical_crossentropy', optimizer='nadam', metrics=['accuracy'])")
+    check_from_logits(model.loss, model.output_activation)
 
 
 def _means(names: list[str], totals: torch.Tensor, seen: int) -> dict[str, float]:
     return dict(zip(names, (totals / max(seen, 1)).tolist()))
+
+
+def _callback_keys(classes: Iterable[str]) -> list[tuple[str, int]]:
+    """(class name, rank among the callbacks of that class) for each callback in order."""
+    seen: dict[str, int] = {}
+    keys = []
+    for name in classes:
+        keys.append((name, seen.get(name, 0)))
+        seen[name] = seen.get(name, 0) + 1
+    return keys
 
 
 def _check_callbacks(callbacks: Any) -> list[Callback]:
@@ -406,6 +391,33 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
         raise TypeError(f"`callbacks` must be a list of convnet.callbacks.Callback objects. Received: "
                         f"callbacks={describe(callbacks)}")
     return list(callbacks)
+
+
+def outputs_logits(model: Sequential) -> bool:
+    """Whether the model's outputs are logits: no final softmax/sigmoid, and a loss that takes logits."""
+    return model.output_activation is None and model.loss is not None and model.loss.from_logits
+
+
+def tta_outputs(model: Sequential, x: torch.Tensor, variants: list[str]) -> torch.Tensor:
+    """The model's outputs for batch `x`, averaged over the test-time-augmentation `variants`.
+
+    Probabilities are averaged, never logits: a model that outputs logits (`outputs_logits`) has each
+    variant's logits turned into probabilities (softmax, or sigmoid for a binary cross-entropy), averaged,
+    and turned back into logits (log p; log p - log(1 - p) for sigmoid), so that the loss and the metrics
+    see the same kind of values as without TTA, and the loss of the averaged prediction is -log(mean p).
+    """
+    engine = model.engine
+    if len(variants) == 1:
+        return engine.predict_batch(apply_variant(x, variants[0]))
+    logits = outputs_logits(model)
+    total = None
+    for variant in variants:
+        outputs = engine.predict_batch(apply_variant(x, variant))
+        if logits:
+            outputs = to_probabilities(model.loss, outputs)
+        total = outputs if total is None else total + outputs
+    mean = total / len(variants)
+    return from_probabilities(model.loss, mean) if logits else mean
 
 
 @torch.no_grad()
@@ -420,10 +432,9 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
         xb, yb = x[index], y[index]
         if len(variants) == 1:
             totals += engine.eval_batch(xb, yb)
-        else:  # average the probabilities over the variants, then score them as probabilities
-            outputs = sum(engine.predict_batch(apply_variant(xb, v)) for v in variants) / len(variants)
-            loss_sum = model.loss.sum(yb, outputs, logits=False)
-            totals += batch_sums(model, loss_sum, yb, outputs, None)
+        else:  # outputs of the model's own kind (see tta_outputs), scored as the loss takes them
+            outputs = tta_outputs(model, xb, variants)
+            totals += batch_sums(model, model.loss.sum(yb, outputs), yb, outputs, None)
         if progbar is not None and progbar.due():
             progbar.update(step + 1, _means(names, totals, min((step + 1) * batch_size, x.shape[0])))
     return _means(names, totals, x.shape[0])
@@ -462,12 +473,10 @@ def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: i
     steps = math.ceil(x_t.shape[0] / batch_size)
     progbar = Progbar(steps, verbose)
     variants = tta_variants(tta)
-    engine = model.engine
     outputs = []
     for step, index in enumerate(_batch_slices(x_t.shape[0], batch_size)):
         xb = x_t[index].to(device, non_blocking=True)
-        batch = sum(engine.predict_batch(apply_variant(xb, v)) for v in variants) / len(variants)
-        outputs.append(batch.cpu())
+        outputs.append(tta_outputs(model, xb, variants).cpu())
         if progbar.due():
             progbar.update(step + 1, {})
     progbar.finish({})

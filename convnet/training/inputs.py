@@ -1,0 +1,107 @@
+"""From the user's arrays to tensors `fit`, `evaluate` and `predict` can use: `as_inputs` (the one input
+normaliser: an NHWC batch from an array or tensor), `as_targets` (labels checked against the loss) and
+`split_validation` (Keras's `validation_split`)."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from convnet._internal.checks import describe, shape_str
+
+if TYPE_CHECKING:
+    from convnet.models.sequential import Sequential
+
+
+def as_inputs(model: Sequential | None, x: Any, argument: str = "x") -> torch.Tensor:
+    """`x` (a NumPy array, nested lists or a tensor) as an NHWC batch tensor of the model's input shape.
+
+    uint8 stays uint8 to save memory and transfer (batches are cast to float32 on the device), other
+    numbers become float32; a tensor keeps its device. A channel axis is added to (N, H, W) arrays when
+    the model takes (H, W, 1). With `model` None (or not built), only "a batch of numbers" is checked.
+
+    Raises:
+        TypeError: `x` is not an array or tensor of real numbers (`argument` names it).
+        ValueError: its shape is not (N, *model.input_shape), or it holds no sample.
+    """
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach()
+    elif isinstance(x, (np.ndarray, list, tuple)):
+        array = np.asarray(x)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
+        if array.dtype not in (np.float32, np.uint8):  # bool, ints, float64...: float32, as Keras
+            array = array.astype(np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    else:
+        raise TypeError(f"`{argument}` must be a NumPy array or a torch.Tensor. Received: {argument}={describe(x)}")
+    if tensor.is_complex():
+        raise TypeError(f"`{argument}` must hold real numbers. Received: {argument}={describe(tensor)}")
+    expected = None if model is None else model.input_shape
+    if expected is None:
+        if tensor.dim() < 2:
+            raise ValueError(f"`{argument}` must be a batch (N, ...). Received shape {shape_str(tensor.shape)}")
+        return tensor
+    if (len(expected) == 3 and expected[-1] == 1 and tensor.dim() == 3
+            and all(e is None or e == s for e, s in zip(expected[:2], tensor.shape[1:]))):
+        tensor = tensor.unsqueeze(-1)  # (N, H, W) -> (N, H, W, 1)
+    if tensor.dim() != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, tensor.shape[1:])):
+        hint = "; add a batch axis with x[None]" if tuple(tensor.shape) == tuple(expected) else ""
+        raise ValueError(f"`{argument}` has shape {shape_str(tensor.shape)} but the model expects "
+                         f"{shape_str((None, *expected))}{hint}")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"`{argument}` is empty (0 samples)")
+    return tensor
+
+
+def as_targets(model: Sequential, y: Any, count: int, argument: str = "y") -> torch.Tensor:
+    """`y` checked against the loss: class indices in [0, classes) for sparse losses, arrays of the output
+    shape otherwise; as many samples as x."""
+    if y is None:
+        raise ValueError(f"`{argument}` is required (the targets for the loss)")
+    if isinstance(y, torch.Tensor):
+        tensor = y.detach().cpu()
+    else:
+        array = np.asarray(y)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.dim() == 0 or tensor.shape[0] != count:
+        got = "a scalar" if tensor.dim() == 0 else f"{tensor.shape[0]}"
+        raise ValueError(f"`x` and `{argument}` must have the same number of samples: x has {count}, "
+                         f"{argument} has {got}")
+    loss = model.loss
+    output = model.output_shape
+    if loss is not None and loss.label_kind == "sparse":
+        if tensor.dim() == 2 and tensor.shape[1] == 1:
+            tensor = tensor[:, 0]
+        if tensor.dim() != 1:
+            raise ValueError(f"`{argument}` must hold one class index per sample for {loss.name}, shape (N,). "
+                             f"Received shape {shape_str(tensor.shape)}; for one-hot labels use "
+                             f"loss='categorical_crossentropy'")
+        if tensor.is_floating_point() and not torch.equal(tensor, tensor.round()):
+            raise ValueError(f"`{argument}` must hold integer class indices for {loss.name}. "
+                             f"Received non-integer values such as {tensor[tensor != tensor.round()][0].item()}")
+        tensor = tensor.long()
+        classes = output[-1] if output else None
+        low, high = int(tensor.min()), int(tensor.max())
+        if low < 0 or (classes is not None and high >= classes):
+            raise ValueError(f"`{argument}` holds labels in [{low}, {high}] but the model has {classes} outputs, "
+                             f"so labels must be in [0, {classes - 1}]")
+        return tensor
+    tensor = tensor.float()
+    if output is not None and tuple(tensor.shape[1:]) != tuple(output) and tensor[0].numel() != math.prod(output):
+        raise ValueError(f"`{argument}` has shape {shape_str(tensor.shape)} but the model outputs "
+                         f"{shape_str((None, *output))}")
+    return tensor
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float) -> tuple[torch.Tensor, ...]:
+    """Keras's rule: the *last* `fraction` of the samples, taken before shuffling."""
+    split_at = int(x.shape[0] * (1 - fraction))
+    if split_at == 0 or split_at == x.shape[0]:
+        raise ValueError(f"`validation_split`={fraction} leaves no training or no validation samples "
+                         f"out of {x.shape[0]}")
+    return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
