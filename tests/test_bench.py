@@ -5,8 +5,10 @@ import json
 import os
 
 import pytest
+import torch
 
 from convnet.cli import bench, main
+from convnet.training.engine import native_bf16
 
 
 def fake_results() -> dict:
@@ -46,6 +48,10 @@ def test_peers_left_out_are_named_with_the_reason(monkeypatch):
     assert "no native bf16" in reasons["pytorch channels_last bf16"]
     assert "--keras-python" in reasons["keras 3"]
     assert bench.contestants(bench.BenchConfig(peers=False), "cpu")[1] == {}
+    monkeypatch.setattr("convnet.training.engine.native_bf16", lambda device: True)  # AVX512_BF16 or AMX
+    runners, reasons = bench.contestants(bench.BenchConfig(peers=True), "cpu")
+    assert "pytorch channels_last bf16" in {name for name, _, _ in runners}
+    assert "pytorch channels_last bf16" not in reasons
 
 
 def test_a_real_quick_bench_runs_every_contestant_in_its_own_process(tmp_path, fashion, capsys):
@@ -55,9 +61,14 @@ def test_a_real_quick_bench_runs_every_contestant_in_its_own_process(tmp_path, f
     printed = capsys.readouterr().out
     assert code == 0, printed
     report = json.loads(out.read_text())
-    expected = {name for name, _, _ in bench.contestants(bench.BenchConfig(peers=True), "cpu")[0]}
-    assert {"convnet", "pytorch eager fp32", "pytorch channels_last fp32"} <= expected  # + bf16 where native
-    assert set(report["results"]) == expected
+    # whether the CPU has native bf16 (AVX512_BF16, AMX) or not (AVX2): each peer is run or named as left out
+    runners, left_out = bench.contestants(bench.BenchConfig(peers=True), "cpu")
+    expected = {name for name, _, _ in runners}
+    assert {"convnet", "pytorch eager fp32", "pytorch channels_last fp32"} <= expected
+    assert ("pytorch channels_last bf16" in expected) != ("pytorch channels_last bf16" in left_out)
+    assert ("pytorch channels_last bf16" in expected) == native_bf16(torch.device("cpu"))
+    assert "pytorch torch.compile bf16, CUDA graph bf16" in left_out  # GPU-only
+    assert set(report["results"]) == expected and report["left_out"] == left_out
     for name, by_batch in report["results"].items():
         assert set(by_batch) == {"8"}
         for runs in by_batch.values():
@@ -66,6 +77,8 @@ def test_a_real_quick_bench_runs_every_contestant_in_its_own_process(tmp_path, f
     assert report["environment"]["torch"] and report["device"] == "cpu"
     assert "ratio_to_best_peer" in report["summary"]["convnet"]["8"]
     assert "| convnet |" in printed and f"Written: {out}" in printed
+    for name, reason in left_out.items():
+        assert f"Not run: {name} ({reason})" in printed
     assert "Not run: keras 3" in printed or os.environ.get("CONVNET_KERAS_PYTHON")
 
 
