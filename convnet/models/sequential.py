@@ -252,17 +252,22 @@ class Sequential(torch.nn.Module):
         else:
             self.optimizer = optimizers_module.get(optimizer)
             self.optimizer_ = None
-            self._rebuild_optimizer()
+        self._rebuild_optimizer()  # a new loss, precision or jit needs a new engine too, even with the same optimizer
 
     def _rebuild_optimizer(self) -> None:
-        self._engine = None  # a new structure or optimizer needs a new engine (and CUDA graph)
+        """A new engine (loss fusion, precision, CUDA graph) and, from `self.optimizer`, a new torch optimizer."""
+        if self._engine is not None:  # its CUDA graph gives the optimizer back its eager form
+            self._engine.release()
+        self._engine = None
         if self.optimizer is not None and self.built:
             self.optimizer_ = self.optimizer.build([p for p in self.parameters() if p.requires_grad])
 
     @property
-    def engine(self):
-        """How steps execute on this model's device (precision, channels_last, CUDA graphs): convnet.engine."""
+    def engine(self) -> Engine:
+        """How steps execute on this model's device (precision, channels_last, CUDA graphs): training/engine.py."""
         if self._engine is None or self._engine.device != self.device:
+            if self._engine is not None:
+                self._engine.release()
             self._engine = Engine(self, precision=self.precision, jit=self.jit)
         return self._engine
 

@@ -7,19 +7,23 @@ The engine is chosen per device when a model is compiled:
 - precision: bfloat16 autocast where the hardware computes in bf16 natively (CUDA GPUs with bf16,
   CPUs whose oneDNN has bf16 kernels: AVX-512 or AMX), float32 elsewhere; `precision=` chooses;
 - CUDA graphs: on a GPU, the whole training step (forward, loss, backward, optimizer) is captured once
-  for the full batch size and replayed; the last partial batch runs eagerly. Where capture is not possible
-  (an optimizer without a capturable form, a Lambda layer doing host work, ...), the engine falls back to
-  eager execution and says why once, at verbose level.
+  for the full batch size and replayed (graphs.py); the first full batch and the last partial batch run
+  eagerly. Where capture is not possible (an optimizer without a capturable form, a Lambda layer doing
+  host work, ...), everything the attempt changed is rolled back, the engine trains eagerly and says why
+  once, at verbose level.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from convnet._internal.checks import check_choice
+from convnet.training.graphs import Capture, CudaGraphCapture, GraphedStep
 
 if TYPE_CHECKING:
     from convnet.models.sequential import Sequential
@@ -31,7 +35,8 @@ JIT_MODES = ("auto", "eager", "graphs")
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 natively (so bf16 is faster, not an emulated slow path)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # including_emulation=False: by default torch also counts GPUs that only emulate bf16 (before Ampere)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -94,6 +99,11 @@ class Engine:
 
     `train_step(x, y)` and `eval_batch(x, y)` return [loss sum, metric sums...] as a float64 tensor on the
     device, without synchronising with the host.
+
+    Full batches go through a CUDA graph where `capture_factory` is set (a GPU, jit "auto" or "graphs"):
+    the first full batch runs eagerly (it creates the optimizer's state), the second is captured, the rest
+    replay it; other batches run eagerly. The bookkeeping is `graphs.GraphedStep`; tests set
+    `capture_factory` to `graphs.EagerCapture` to run it on a CPU.
     """
 
     def __init__(self, model: Sequential, precision: str = "auto", jit: str = "auto", verbose: int = 0):
@@ -103,121 +113,97 @@ class Engine:
         self.jit = check_choice("jit", jit, JIT_MODES)
         if self.jit == "graphs" and self.device.type != "cuda":
             raise ValueError(f"jit='graphs' needs a CUDA device; the model is on {self.device}")
-        self.verbose = verbose
+        self.verbose = verbose  # fit sets it: the capture fallback is said at verbose level
         self.fused = fused_activation(model)
-        self._graph: _GraphedStep | None = None
+        self.capture_factory: Callable[[], Capture] | None = None
+        if self.device.type == "cuda" and self.jit != "eager":
+            self.capture_factory = functools.partial(CudaGraphCapture, self.device)
+        self._graph: GraphedStep | None = None
         self._graph_failed = False
+        self._eager_full_steps = 0  # full batches run eagerly since the graph (if any) was dropped
         prepare_model(model)
 
     @property
     def use_graphs(self) -> bool:
-        return self.device.type == "cuda" and self.jit in ("auto", "graphs") and not self._graph_failed
+        return self.capture_factory is not None and not self._graph_failed
+
+    @property
+    def graph(self) -> GraphedStep | None:
+        """The captured training step, once there is one."""
+        return self._graph
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # no cast cache under CUDA graphs: PyTorch's graph notes ask for cache_enabled=False with autocast
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.use_graphs)
         return contextlib.nullcontext()
 
-    def _eager_step(self, x: torch.Tensor, y: torch.Tensor, zero_grad: bool = True) -> torch.Tensor:
-        model = self.model
+    def step(self, x: torch.Tensor, y: torch.Tensor, set_to_none: bool = True) -> torch.Tensor:
+        """One eager optimisation step. Gradients are zeroed first: set to None, or zeroed in place
+        (`set_to_none=False`) where a CUDA graph reads them at their addresses."""
+        model, optimizer, loss = self.model, self.model.optimizer_, self.model.loss
+        assert optimizer is not None and loss is not None, "compile() sets the optimizer and the loss"
+        optimizer.zero_grad(set_to_none=set_to_none)
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
-        loss_sum = model.loss.sum(y, outputs.float(), logits=True if self.fused else None)
-        if zero_grad:
-            model.optimizer_.zero_grad(set_to_none=True)
+        loss_sum = loss.sum(y, outputs.float(), logits=True if self.fused else None)
         (loss_sum / x.shape[0]).backward()
-        model.optimizer_.step()
+        optimizer.step()
         with torch.no_grad():
             return batch_sums(model, loss_sum.detach(), y, outputs.detach().float(), self.fused)
 
+    def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.step(x, y, set_to_none=False)
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, full_batch: int | None = None) -> torch.Tensor:
         """One optimisation step; `full_batch` is the fit's batch size (graphs serve only full batches)."""
-        if self.use_graphs and full_batch is not None and x.shape[0] == full_batch:
-            if self._graph is None:
-                try:
-                    self._graph = _GraphedStep(self, x, y)
-                except Exception as error:  # capture is best effort: fall back, say why once
-                    self._fallback(error)
-                    return self._eager_step(x, y)
+        if self._graph is not None and self._graph.stale:  # a loaded optimizer state: the graph reads old tensors
+            self.release()
+        full = full_batch is not None and x.shape[0] == full_batch
+        if full and self._graph is not None:
             return self._graph(x, y)
-        return self._eager_step(x, y, zero_grad=self._graph is None)
+        if full and self.use_graphs and self._eager_full_steps > 0:
+            assert self.capture_factory is not None and self.model.optimizer_ is not None
+            try:
+                self._graph = GraphedStep(self.model, self.model.optimizer_, self._graph_step, x, y,
+                                          self.capture_factory())
+            except Exception as error:  # capture is best effort: everything is rolled back; say why once
+                self._fallback(error)
+            else:
+                return self._graph(x, y)
+        self._eager_full_steps += full
+        return self.step(x, y, set_to_none=self._graph is None)
 
     def _fallback(self, error: Exception) -> None:
         self._graph_failed = True
-        self._graph = None
         if self.jit == "graphs":
             raise RuntimeError(f"jit='graphs': capturing the training step in a CUDA graph failed: {error}") from error
         if self.verbose:
             print(f"convnet: CUDA graph capture is not possible for this model ({type(error).__name__}: {error}); "
                   f"training runs eagerly.", file=sys.stderr)
 
+    def release(self) -> None:
+        """Drop the captured step (if any): the optimizer gets its eager form back (float `lr`); a later full
+        batch runs eagerly, then is captured again."""
+        if self._graph is not None:
+            self._graph.release()
+            self._graph = None
+        self._eager_full_steps = 0
+
     @torch.no_grad()
     def eval_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        model = self.model
+        model, loss = self.model, self.model.loss
+        assert loss is not None, "compile() sets the loss"
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         outputs = outputs.float()
-        loss_sum = model.loss.sum(y, outputs, logits=True if self.fused else None)
+        loss_sum = loss.sum(y, outputs, logits=True if self.fused else None)
         return batch_sums(model, loss_sum, y, outputs, self.fused)
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             return self.model(x.float()).float()
-
-
-class _GraphedStep:
-    """The whole training step captured in one CUDA graph, following PyTorch's whole-network capture recipe:
-    static input buffers, a capturable optimizer, warm-up on a side stream, then capture. The warm-up steps'
-    effects on weights and optimizer state are undone, so training is the same as eager execution."""
-
-    def __init__(self, engine: Engine, x: torch.Tensor, y: torch.Tensor):
-        model = engine.model
-        optimizer = model.optimizer_
-        for group in optimizer.param_groups:
-            if "capturable" not in group:
-                raise RuntimeError(f"{type(optimizer).__name__} has no capturable (CUDA-graph-safe) form")
-            group["capturable"] = True
-            if not isinstance(group["lr"], torch.Tensor):
-                group["lr"] = torch.tensor(float(group["lr"]), device=engine.device)
-        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        moments = {id(p): {k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
-                   for p, state in optimizer.state.items()}
-        self.x = x.detach().clone()
-        self.y = y.detach().clone()
-        for p in model.parameters():  # gradients must live at fixed addresses across replays
-            if p.requires_grad and p.grad is None:
-                p.grad = torch.zeros_like(p)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                optimizer.zero_grad(set_to_none=False)
-                engine._eager_step(self.x, self.y, zero_grad=False)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        optimizer.zero_grad(set_to_none=False)
-        with torch.cuda.graph(self.graph):
-            optimizer.zero_grad(set_to_none=False)
-            self.sums = engine._eager_step(self.x, self.y, zero_grad=False)
-        with torch.no_grad():  # undo the warm-up and capture steps: weights and optimizer state as before
-            for key, value in model.state_dict().items():
-                value.copy_(weights[key])
-            for parameter, state in optimizer.state.items():
-                before = moments.get(id(parameter), {})
-                for key, value in state.items():
-                    if not isinstance(value, torch.Tensor):
-                        continue
-                    if key in before:
-                        value.copy_(before[key])
-                    else:  # state the warm-up created: back to its initial value
-                        value.fill_(1.0) if key == "mu_product" else value.zero_()
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.x.copy_(x, non_blocking=True)
-        self.y.copy_(y, non_blocking=True)
-        self.graph.replay()
-        return self.sums.clone()
 
 
 def describe(engine: Engine) -> dict[str, Any]:
