@@ -94,8 +94,18 @@ def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.
                 tensors[f"optimizer/{index}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}/{key}"] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()} for group in state["param_groups"]]
+    groups = [{k: _plain(v) for k, v in group.items()} for group in state["param_groups"]]
     return tensors, {"groups": groups, "scalars": scalars}
+
+
+def _plain(value: Any) -> Any:
+    """A param-group value as JSON: tuples (betas) as lists, one-element tensors (an `lr` that a CUDA graph
+    reads, or one a user gave as a tensor) as numbers."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _optimizer_state(tensors: dict[str, torch.Tensor], parts: dict[str, Any]) -> dict[str, Any]:
