@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
 import time
 
 import numpy as np
 import pytest
 
-import convnet.datasets.shapes
 from convnet import datasets
 from convnet.cli import main
 from convnet.datasets.shapes import CLASS_NAMES
@@ -132,4 +132,5 @@ def test_convnet_train_on_shapes(tmp_path, capsys):
 
 
 def test_doctests():
-    assert doctest.testmod(convnet.datasets.shapes, optionflags=doctest.ELLIPSIS).failed == 0
+    module = importlib.import_module("convnet.datasets.shapes")  # the attribute `datasets.shapes` is the dataset
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
