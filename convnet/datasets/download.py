@@ -61,7 +61,9 @@ def fetch(filename: str, folder: Path, sha256: str, bases: Sequence[str]) -> Pat
     Raises:
         DownloadError: every mirror failed (unreachable, an HTTP error, a timeout after DOWNLOAD_TIMEOUT_S,
             or bytes with another SHA-256, which are deleted); the message has one line per mirror.
+        OSError: `folder` cannot be created.
     """
+    folder.mkdir(parents=True, exist_ok=True)  # a cache that cannot be created is our problem, not a mirror's
     failures = []
     for base in bases:
         url = base.rstrip("/") + "/" + filename
