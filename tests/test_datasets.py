@@ -353,7 +353,25 @@ def test_download_progress_on_a_terminal(server, monkeypatch):
     monkeypatch.setattr(sys, "stderr", Terminal())
     tiny(root, mirrors=(url,)).load_data()
     size = (root / "t10k-labels-idx1-ubyte.gz").stat().st_size / 1e6
-    assert f"\rDownloading {url}t10k-labels-idx1-ubyte.gz: {size:.1f} / {size:.1f} MB\n" in sys.stderr.getvalue()
+    assert (f"\rDownloading {url}t10k-labels-idx1-ubyte.gz: {size:.1f} / {size:.1f} MB [{'#' * 20}] 100%\n"
+            in sys.stderr.getvalue())
+
+
+def test_progress_bar_figures(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    progress = download.Progress("http://x/f.gz")
+    progress.total = 4_000_000
+    progress.update(1_000_000)
+    assert sys.stderr.getvalue() == "\rDownloading http://x/f.gz: 1.0 / 4.0 MB [#####...............]  25%"
+    progress.update(10_000_000)  # pooch counts whole chunks: the last one overshoots
+    assert sys.stderr.getvalue().endswith(": 4.0 / 4.0 MB [####################] 100%")
+    unknown = download.Progress("http://x/g.gz")
+    unknown.update(2_500_000)
+    assert sys.stderr.getvalue().endswith("\rDownloading http://x/g.gz: 2.5 MB")
 
 
 def test_read_idx_leaves_a_callers_file_open(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 
 from convnet._internal.checks import check_str
 
-__all__ = ["DOWNLOAD_TIMEOUT_S", "DownloadError", "check_url", "mirror_urls", "fetch"]
+__all__ = ["DOWNLOAD_TIMEOUT_S", "DownloadError", "Progress", "check_url", "mirror_urls", "fetch"]
 
 DOWNLOAD_TIMEOUT_S = 30.0  # seconds a connect or a read may stall before a mirror counts as down
 _CHUNK = 1 << 20  # bytes per read while downloading
@@ -79,7 +79,7 @@ def _retrieve(url: str, target: Path, sha256: str) -> None:
     import pooch
 
     downloader = pooch.HTTPDownloader(
-        progressbar=_Progress(url), chunk_size=_CHUNK, timeout=DOWNLOAD_TIMEOUT_S,
+        progressbar=Progress(url), chunk_size=_CHUNK, timeout=DOWNLOAD_TIMEOUT_S,
         headers={"Accept-Encoding": "identity"},  # the SHA-256 is of the .gz bytes: no transparent decoding
     )
     with _quiet(pooch.get_logger()):  # our progress line says what pooch's log line would
@@ -114,12 +114,15 @@ def _why(error: BaseException, sha256: str) -> str:
     return f"{type(root).__name__}: {root}"
 
 
-class _Progress:
-    """Bytes done / total on one stderr line, redrawn in place on a terminal; one line per file otherwise.
+class Progress:
+    """On a terminal, one stderr line redrawn in place: MB done / total, a bar and the percentage; otherwise
+    one line per file, when its download starts.
 
     pooch drives it as it would a tqdm bar: it sets `total` once the server answers, calls `update` per
     chunk, then `reset`, `update(total)` and `close`.
     """
+
+    _BAR = 20  # characters in the bar
 
     def __init__(self, url: str) -> None:
         self.url, self.done, self._total = url, 0, 0
@@ -139,9 +142,15 @@ class _Progress:
     def update(self, n: int) -> None:
         self.done = min(self.done + n, self._total) if self._total else self.done + n
         if self.tty:
-            total = f" / {self._total / 1e6:.1f}" if self._total else ""
-            print(f"\rDownloading {self.url}: {self.done / 1e6:.1f}{total} MB", end="", file=sys.stderr,
-                  flush=True)
+            print(f"\rDownloading {self.url}: {self._figures()}", end="", file=sys.stderr, flush=True)
+
+    def _figures(self) -> str:
+        """'12.3 / 26.4 MB [#########...........]  47%', or '12.3 MB' while the size is unknown."""
+        if not self._total:
+            return f"{self.done / 1e6:.1f} MB"
+        filled = self._BAR * self.done // self._total
+        return (f"{self.done / 1e6:.1f} / {self._total / 1e6:.1f} MB [{'#' * filled}{'.' * (self._BAR - filled)}] "
+                f"{100 * self.done // self._total:3d}%")
 
     def reset(self) -> None:
         self.done = 0
