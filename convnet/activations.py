@@ -6,6 +6,8 @@
     [0.0, 2.0]
     >>> activations.list_activations()[:4]
     ['elu', 'exponential', 'gelu', 'hard_sigmoid']
+    >>> activations.list_activations("*relu*")
+    ['leaky_relu', 'relu', 'relu6']
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from convnet._internal.checks import describe, unknown_name
+from convnet._internal.checks import describe
+from convnet._internal.registry import Registry
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,34 +47,41 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return F.relu6(x + 3.0) / 6.0  # Keras 3's definition
 
 
-_REGISTRY: dict[str, Activation] = {
-    "linear": linear,
-    "relu": torch.relu,
-    "relu6": F.relu6,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "softmax": softmax,
-    "log_softmax": lambda x: torch.log_softmax(x, dim=-1),
-    "elu": elu,
-    "selu": F.selu,
-    "gelu": gelu,
-    "swish": F.silu,
-    "silu": F.silu,
-    "softplus": F.softplus,
-    "softsign": F.softsign,
-    "leaky_relu": leaky_relu,
-    "exponential": torch.exp,
-    "hard_sigmoid": hard_sigmoid,
-}
+def log_softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(x, dim=-1)
 
 
-def list_activations() -> list[str]:
-    """The names `get` accepts, sorted."""
-    return sorted(_REGISTRY)
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+for _name, _function in [
+    ("linear", linear),
+    ("relu", torch.relu),
+    ("relu6", F.relu6),
+    ("sigmoid", torch.sigmoid),
+    ("tanh", torch.tanh),
+    ("softmax", softmax),
+    ("log_softmax", log_softmax),
+    ("elu", elu),
+    ("selu", F.selu),
+    ("gelu", gelu),
+    ("swish", F.silu),  # Keras's name first: name_of(F.silu) is "swish"
+    ("silu", F.silu),
+    ("softplus", F.softplus),
+    ("softsign", F.softsign),
+    ("leaky_relu", leaky_relu),
+    ("exponential", torch.exp),
+    ("hard_sigmoid", hard_sigmoid),
+]:
+    ACTIVATIONS.register(_name, _function)
+del _name, _function
+
+
+def list_activations(pattern: str = "*") -> list[str]:
+    """The names `get` accepts that match a shell-style `pattern` ("*relu*"), sorted."""
+    return ACTIVATIONS.names(pattern)
 
 
 def get(identifier: str | Activation | None) -> Activation:
-    """An activation function from a Keras name, a callable, or None (linear).
+    """An activation function from a Keras name (any case), a callable, or None (linear).
 
     Raises:
         ValueError: unknown name (with close matches).
@@ -80,10 +90,7 @@ def get(identifier: str | Activation | None) -> Activation:
     if identifier is None:
         return linear
     if isinstance(identifier, str):
-        key = identifier.lower()
-        if key not in _REGISTRY:
-            raise unknown_name("activation", identifier, _REGISTRY, argument="activation")
-        return _REGISTRY[key]
+        return ACTIVATIONS.get(identifier, argument="activation")
     if callable(identifier):
         return identifier
     raise TypeError(f"`activation` must be a name such as 'relu', a callable or None. "
@@ -92,7 +99,4 @@ def get(identifier: str | Activation | None) -> Activation:
 
 def name_of(function: Activation) -> str | None:
     """The registry name of a built-in activation, or None for a user's callable."""
-    for name, registered in _REGISTRY.items():
-        if registered is function:
-            return name
-    return None
+    return ACTIVATIONS.name_of(function)

@@ -30,6 +30,7 @@ from convnet._internal.checks import (
     describe,
     shape_str,
 )
+from convnet._internal.kernels import to_nchw, to_nhwc
 from convnet.layers import Geometry, Layer, Shape, register
 
 _FILL_MODES = ("constant", "reflect", "nearest")
@@ -68,14 +69,14 @@ class _Augmentation(Layer):
 
 def _affine(x: torch.Tensor, theta: torch.Tensor, fill_mode: str, fill_value: float, interpolation: str) -> torch.Tensor:
     """Apply per-sample affine maps `theta` (N, 2, 3), in normalised coordinates, to NHWC images."""
-    images = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), channels_last
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    images = to_nchw(x)  # (N, H, W, C) -> (N, C, H, W), a channels_last view
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)  # (N, H, W, 2)
     out = F.grid_sample(images, grid, mode=interpolation, padding_mode=_GRID_PADDING[fill_mode], align_corners=False)
     if fill_mode == "constant" and fill_value != 0.0:
         inside = F.grid_sample(torch.ones_like(images[:, :1]), grid, mode="nearest", padding_mode="zeros",
-                               align_corners=False)
+                               align_corners=False)  # (N, 1, H, W): 1 where a pixel came from the image
         out = out + (1 - inside) * fill_value
-    return out.permute(0, 2, 3, 1)  # back to (N, H, W, C)
+    return to_nhwc(out)  # (N, C, H, W) -> (N, H, W, C)
 
 
 @register
@@ -174,7 +175,7 @@ class RandomCrop(_Augmentation):
     def build(self, input_shape: Shape) -> None:
         h, w = input_shape[:2]
         if (h is not None and h < self.height) or (w is not None and w < self.width):
-            raise ValueError(f"{self._label()}: the crop ({self.height}x{self.width}) is larger than the input "
+            raise ValueError(f"{self.label}: the crop ({self.height}x{self.width}) is larger than the input "
                              f"{shape_str((None, *input_shape))}")
 
     def _offsets(self, x: torch.Tensor) -> tuple[int, int]:

@@ -10,16 +10,20 @@ that the truncated distribution keeps the intended variance.
     >>> w = get("glorot_uniform")((3, 3, 1, 64))
     >>> tuple(w.shape), bool(w.abs().max() <= (6 / (9 * 1 + 9 * 64)) ** 0.5)
     ((3, 3, 1, 64), True)
+    >>> serialize(get("HeNormal")), list_initializers("he_*")   # Keras 3's class spelling works too
+    ('he_normal', ['he_normal', 'he_uniform'])
 """
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from convnet._internal.checks import check_float, describe, unknown_name
+from convnet._internal.checks import check_float, describe
+from convnet._internal.registry import Registry
 
 _TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
 
@@ -119,46 +123,61 @@ class RandomUniform(Initializer):
         return {"minval": self.minval, "maxval": self.maxval}
 
 
-_NAMED: dict[str, Callable[[], Initializer]] = {
-    "glorot_uniform": lambda: VarianceScaling(1.0, "fan_avg", "uniform"),
-    "glorot_normal": lambda: VarianceScaling(1.0, "fan_avg", "truncated_normal"),
-    "he_uniform": lambda: VarianceScaling(2.0, "fan_in", "uniform"),
-    "he_normal": lambda: VarianceScaling(2.0, "fan_in", "truncated_normal"),
-    "lecun_uniform": lambda: VarianceScaling(1.0, "fan_in", "uniform"),
-    "lecun_normal": lambda: VarianceScaling(1.0, "fan_in", "truncated_normal"),
-    "zeros": lambda: Constant(0.0),
-    "ones": lambda: Constant(1.0),
-    "random_normal": RandomNormal,
-    "random_uniform": RandomUniform,
-    "truncated_normal": TruncatedNormal,
-}
-_CLASSES = {cls.__name__: cls for cls in (VarianceScaling, Constant, RandomNormal, TruncatedNormal, RandomUniform)}
+def _snake_case(name: str) -> str:
+    """Keras 3's name rule (`keras.src.utils.naming.to_snake_case`): "HeNormal", "he_normal" and
+    "HE_NORMAL" are one name."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def list_initializers() -> list[str]:
-    return sorted(_NAMED)
+INITIALIZERS: Registry[Callable[[], Initializer]] = Registry("initializer", normalise=_snake_case)
+INITIALIZERS.register("glorot_uniform", lambda: VarianceScaling(1.0, "fan_avg", "uniform"))
+INITIALIZERS.register("glorot_normal", lambda: VarianceScaling(1.0, "fan_avg", "truncated_normal"))
+INITIALIZERS.register("he_uniform", lambda: VarianceScaling(2.0, "fan_in", "uniform"))
+INITIALIZERS.register("he_normal", lambda: VarianceScaling(2.0, "fan_in", "truncated_normal"))
+INITIALIZERS.register("lecun_uniform", lambda: VarianceScaling(1.0, "fan_in", "uniform"))
+INITIALIZERS.register("lecun_normal", lambda: VarianceScaling(1.0, "fan_in", "truncated_normal"))
+INITIALIZERS.register("zeros", lambda: Constant(0.0))
+INITIALIZERS.register("ones", lambda: Constant(1.0))
+INITIALIZERS.register("random_normal", RandomNormal)
+INITIALIZERS.register("random_uniform", RandomUniform)
+INITIALIZERS.register("truncated_normal", TruncatedNormal)
+
+# The classes a serialized {"class_name", "config"} may name; matched exactly, as Keras matches class names.
+CLASSES: Registry[type[Initializer]] = Registry("initializer class", normalise=str)
+for _cls in (VarianceScaling, Constant, RandomNormal, TruncatedNormal, RandomUniform):
+    CLASSES.register(_cls.__name__, _cls)
+del _cls
+
+
+def list_initializers(pattern: str = "*") -> list[str]:
+    """The names `get` accepts that match a shell-style `pattern` ("he_*"), sorted."""
+    return INITIALIZERS.names(pattern)
 
 
 def get(identifier: str | Initializer | dict) -> Initializer:
-    """An initializer from a Keras name ("glorot_uniform", "he_normal", ...), an Initializer, or a
-    serialized {"class_name": ..., "config": ...} dict."""
+    """An initializer from a Keras name ("glorot_uniform", "he_normal", or Keras 3's class spelling
+    "HeNormal"), an Initializer, or a serialized {"class_name": ..., "config": ...} dict.
+
+    Raises:
+        ValueError: an unknown name or class name (with close matches).
+        TypeError: anything else.
+    """
     if isinstance(identifier, Initializer):
         return identifier
     if isinstance(identifier, str):
-        key = identifier.lower()
-        if key not in _NAMED:
-            raise unknown_name("initializer", identifier, _NAMED, argument="initializer")
-        initializer = _NAMED[key]()
-        initializer.name = key
+        initializer = INITIALIZERS.get(identifier, argument="initializer")()
+        initializer.name = _snake_case(identifier)
         return initializer
-    if isinstance(identifier, dict) and identifier.get("class_name") in _CLASSES:
-        return _CLASSES[identifier["class_name"]](**identifier.get("config", {}))
+    if isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
+        cls = CLASSES.get(identifier["class_name"], argument="initializer")
+        return cls(**identifier.get("config", {}))
     raise TypeError(f"an initializer must be a name such as 'glorot_uniform' or an Initializer. "
                     f"Received: {describe(identifier)}")
 
 
 def serialize(initializer: Initializer) -> str | dict:
     """The name of a named initializer, else {"class_name", "config"}."""
-    if initializer.name in _NAMED:
+    if initializer.name in INITIALIZERS:
         return initializer.name
     return {"class_name": type(initializer).__name__, "config": initializer.get_config()}

@@ -13,15 +13,11 @@ run by `fit`: epochs times steps per epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
-from convnet._internal.checks import (
-    check_choice,
-    check_float,
-    check_int,
-    describe,
-    unknown_name,
-)
+from convnet._internal.checks import check_choice, check_float, check_int, describe
+from convnet._internal.registry import Registry
 
 
 class LearningRateSchedule:
@@ -38,7 +34,8 @@ class LearningRateSchedule:
             setattr(self, self.length_attribute, total_steps)
 
     def _length(self) -> int:
-        length = getattr(self, self.length_attribute)
+        assert self.length_attribute is not None, "only schedules with a length call _length"
+        length: int | None = getattr(self, self.length_attribute)
         if length is None:
             raise ValueError(f"{type(self).__name__}: `{self.length_attribute}` is not set; give it, or let fit "
                              f"fill it with the number of training steps")
@@ -165,23 +162,6 @@ class ExponentialDecay(LearningRateSchedule):
                 "decay_rate": self.decay_rate, "staircase": self.staircase}
 
 
-_CLASSES = {cls.__name__: cls for cls in (Constant, OneCycle, CosineDecay, StepDecay, ExponentialDecay)}
-NAMES = ("constant", "onecycle", "cosine", "step")
-
-
-def from_name(name: str, learning_rate: float) -> LearningRateSchedule:
-    """The CLI's `--schedule`: constant, onecycle (peak `learning_rate`), cosine (from `learning_rate` to 0),
-    or step (divided by 10 after each third of the run; the length is fixed when fit binds it)."""
-    key = check_choice("schedule", name, NAMES)
-    if key == "constant":
-        return Constant(learning_rate)
-    if key == "onecycle":
-        return OneCycle(learning_rate)
-    if key == "cosine":
-        return CosineDecay(learning_rate)
-    return _ThirdsStepDecay(learning_rate)
-
-
 class _ThirdsStepDecay(StepDecay):
     """A StepDecay whose step size is a third of the run, fixed when fit binds the run's length."""
 
@@ -194,18 +174,46 @@ class _ThirdsStepDecay(StepDecay):
             self.step_size, self._bound = max(total_steps // 3, 1), True
 
 
+# The classes a serialized {"class_name", "config"} may name (as an optimizer's saved learning rate).
+CLASSES: Registry[type[LearningRateSchedule]] = Registry("schedule", normalise=str)
+for _cls in (Constant, OneCycle, CosineDecay, StepDecay, ExponentialDecay):
+    CLASSES.register(_cls.__name__, _cls)
+del _cls
+
+# The CLI's `--schedule` names: each makes a schedule from the run's learning rate.
+NAMED: Registry[Callable[[float], LearningRateSchedule]] = Registry("schedule")
+NAMED.register("constant", Constant)
+NAMED.register("onecycle", OneCycle)  # peaks at the learning rate
+NAMED.register("cosine", CosineDecay)  # from the learning rate down to 0
+NAMED.register("step", _ThirdsStepDecay)  # divided by 10 after each third of the run
+NAMES = tuple(NAMED)  # the same names, as a tuple (older spelling)
+
+
+def list_schedules(pattern: str = "*") -> list[str]:
+    """The names `from_name` accepts that match a shell-style `pattern`, sorted."""
+    return NAMED.names(pattern)
+
+
+def from_name(name: str, learning_rate: float) -> LearningRateSchedule:
+    """The CLI's `--schedule`: constant, onecycle (peak `learning_rate`), cosine (from `learning_rate` to 0),
+    or step (divided by 10 after each third of the run; the length is fixed when fit binds it).
+
+    Raises:
+        ValueError: an unknown name (with close matches).
+    """
+    return NAMED.get(name, argument="schedule")(learning_rate)
+
+
 def get(identifier: Any) -> LearningRateSchedule:
     """A schedule from an instance or a serialized {"class_name", "config"} dict."""
     if isinstance(identifier, LearningRateSchedule):
         return identifier
     if isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
-        if identifier["class_name"] not in _CLASSES:
-            raise unknown_name("schedule", identifier["class_name"], _CLASSES)
-        return _CLASSES[identifier["class_name"]](**identifier.get("config", {}))
+        return CLASSES.get(identifier["class_name"])(**identifier.get("config", {}))
     raise TypeError(f"a learning-rate schedule must be a convnet.schedules object. Received: {describe(identifier)}")
 
 
 def serialize(schedule: LearningRateSchedule) -> dict[str, Any]:
-    if isinstance(schedule, _ThirdsStepDecay):
+    if isinstance(schedule, _ThirdsStepDecay):  # saved as the plain StepDecay it has become once bound
         return {"class_name": "StepDecay", "config": schedule.get_config()}
     return {"class_name": type(schedule).__name__, "config": schedule.get_config()}

@@ -12,13 +12,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from convnet import layers as L
-from convnet._internal.checks import check_int, unknown_name
+from convnet._internal.checks import check_int
+from convnet._internal.registry import Registry
 from convnet.models.sequential import Sequential
 
 
-def _seed_trunk(input_shape: Sequence[int], augmentation: Sequence[L.Layer] = ()) -> list[L.Layer]:
-    """The seed's convolutional part: 64 7x7 filters, then two blocks of two 3x3 convolutions, each block
-    doubling the filters after a 2x2 max pool."""
+def seed_trunk(input_shape: Sequence[int], augmentation: Sequence[L.Layer] = ()) -> list[L.Layer]:
+    """The seed's convolutional part, from its Input to its Flatten: 64 7x7 filters, then two blocks of two
+    3x3 convolutions, each block doubling the filters after a 2x2 max pool; `augmentation` layers go right
+    after the Input. The presets below add their heads; experiments build variants on it."""
     return [
         L.Input(shape=input_shape),
         *augmentation,
@@ -38,7 +40,7 @@ def seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
              augmentation: Sequence[L.Layer] = ()) -> Sequential:
     """The seed's Fashion-MNIST CNN, exactly: 1,406,218 parameters for 28x28x1 inputs and 10 classes."""
     num_classes = check_int("num_classes", num_classes, minimum=2)
-    return Sequential([*_seed_trunk(input_shape, augmentation),
+    return Sequential([*seed_trunk(input_shape, augmentation),
                        L.Dense(128, activation="relu"),
                        L.Dropout(0.5),
                        L.Dense(num_classes, activation="softmax")], name="seed_cnn")
@@ -48,7 +50,7 @@ def homl_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
              augmentation: Sequence[L.Layer] = ()) -> Sequential:
     """The book's version of the seed CNN, with one more Dense(64) + Dropout(0.5): 1,413,834 parameters."""
     num_classes = check_int("num_classes", num_classes, minimum=2)
-    return Sequential([*_seed_trunk(input_shape, augmentation),
+    return Sequential([*seed_trunk(input_shape, augmentation),
                        L.Dense(128, activation="relu"),
                        L.Dropout(0.5),
                        L.Dense(64, activation="relu"),
@@ -75,16 +77,25 @@ def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
     ], name="lenet5")
 
 
-_REGISTRY: dict[str, Callable[..., Sequential]] = {"seed": seed_cnn, "homl": homl_cnn, "lenet5": lenet5}
+MODELS: Registry[Callable[..., Sequential]] = Registry("model")
+MODELS.register("seed", seed_cnn)
+MODELS.register("homl", homl_cnn)
+MODELS.register("lenet5", lenet5)
 
 
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+def list_models(pattern: str = "*") -> list[str]:
+    """The preset names matching a shell-style `pattern` ("*cnn*"), sorted."""
+    return MODELS.names(pattern)
 
 
 def get_model(name: str, **kwargs: Any) -> Sequential:
     """A fresh preset by name ("seed", "homl", "lenet5"); kwargs: input_shape, num_classes, augmentation (layers
-    placed right after the input, such as convnet.augment.RandomFlip)."""
-    if name not in _REGISTRY:
-        raise unknown_name("model", name, _REGISTRY, argument="model")
-    return _REGISTRY[name](**kwargs)
+    placed right after the input, such as convnet.augment.RandomFlip).
+
+    Raises:
+        ValueError: an unknown name (with close matches).
+    """
+    return MODELS.get(name, argument="model")(**kwargs)
+
+
+_seed_trunk = seed_trunk  # the older private name, until convnet.inspection.experiments uses seed_trunk

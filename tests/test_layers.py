@@ -17,7 +17,7 @@ import torch
 import convnet.activations
 import convnet.initializers
 import convnet.layers
-from convnet import augment, initializers, layers, models, nn
+from convnet import augment, initializers, layers, models, nn, schedules
 from convnet._internal import kernels
 
 from .reference import avg_pool_ref, conv2d_ref, depth_max_pool_ref, max_pool_ref
@@ -720,6 +720,59 @@ def test_initializer_errors_and_serialization():
     custom = initializers.RandomNormal(stddev=0.1)
     assert initializers.get(initializers.serialize(custom)).get_config() == custom.get_config()
     assert initializers.serialize(initializers.get("HE_NORMAL")) == "he_normal"
+
+
+def test_initializer_dicts_name_a_class():
+    spec = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_in", "distribution": "uniform"}}
+    assert initializers.get(spec).get_config() == spec["config"]
+    with pytest.raises(ValueError, match=r"`initializer`: unknown initializer class 'Variancescaling'\. "
+                                         r"Did you mean 'VarianceScaling'\?"):
+        initializers.get({"class_name": "Variancescaling", "config": {}})
+
+
+def _keras_class_name(snake):
+    return "".join(part.capitalize() for part in snake.split("_"))  # he_normal -> HeNormal, as Keras 3's classes
+
+
+@pytest.mark.parametrize("name", initializers.list_initializers())
+def test_initializer_keras3_class_spellings(name):
+    # Keras 3's initializers.get accepts "HeNormal" as well as "he_normal" (to_snake_case of the class name)
+    camel = _keras_class_name(name)
+    assert initializers.serialize(initializers.get(camel)) == name
+    assert initializers.get(camel).get_config() == initializers.get(name).get_config()
+    assert repr(layers.Dense(2, kernel_initializer=camel)) == repr(layers.Dense(2, kernel_initializer=name))
+
+
+# Registries: list by shell pattern, refuse unknown names with suggestions
+
+def test_registries_list_names_by_pattern():
+    every_layer = layers.list_layers()
+    assert every_layer == sorted(every_layer) and {"Conv2D", "Dense", "RandomFlip"} <= set(every_layer)
+    assert layers.list_layers("*Pooling2D") == [n for n in every_layer if n.endswith("Pooling2D")]
+    assert layers.list_layers("conv2d") == []  # class names are matched exactly, as Keras's class_name
+    every_activation = convnet.activations.list_activations()
+    assert convnet.activations.list_activations("*relu*") == [n for n in every_activation if "relu" in n]
+    assert convnet.activations.list_activations("RELU") == ["relu"]  # activation names are case-insensitive
+    every_initializer = initializers.list_initializers()
+    assert initializers.list_initializers("he_*") == ["he_normal", "he_uniform"]
+    assert initializers.list_initializers("*") == every_initializer == sorted(every_initializer)
+    assert schedules.list_schedules() == ["constant", "cosine", "onecycle", "step"]  # the CLI's --schedule names
+    assert schedules.list_schedules("*c*") == ["constant", "cosine", "onecycle"]
+    with pytest.raises(TypeError, match=r"`pattern` must be a string"):
+        layers.list_layers(3)
+    with pytest.raises(ValueError, match=r"unknown schedule 'Cosine'\. Did you mean 'CosineDecay'\?"):
+        schedules.get({"class_name": "Cosine", "config": {}})
+
+
+def test_register_refuses_a_second_class_of_the_same_name():
+    with pytest.raises(ValueError, match=r"register: a layer class named 'Conv2D' is already registered "
+                                         r"\(convnet\.layers\.convolutional\.Conv2D\)"):
+        @layers.register
+        class Conv2D(layers.Layer):
+            pass
+
+    assert layers.get_layer_class("Conv2D") is layers.Conv2D
+    assert layers.register(layers.Conv2D) is layers.Conv2D  # registering the same class again changes nothing
 
 
 # Config round trip and repr, over the registry

@@ -54,9 +54,15 @@ def register(cls: type[Layer]) -> type[Layer]:
     """
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise TypeError(f"register expects a Layer subclass. Received: {describe(cls)}")
-    if cls.__name__ in LAYER_CLASSES and LAYER_CLASSES.get(cls.__name__) is cls:
-        return cls  # decorated twice: nothing to do
-    return LAYER_CLASSES.register(cls.__name__, cls)
+    name = cls.__name__
+    if name in LAYER_CLASSES:
+        existing = LAYER_CLASSES.get(name)
+        if existing is cls:
+            return cls  # decorated twice: nothing to do
+        raise ValueError(f"register: a layer class named {name!r} is already registered "
+                         f"({existing.__module__}.{existing.__qualname__}), and a saved model names its layers' "
+                         f"classes by name only; give the class another name. Received: {describe(cls)}")
+    return LAYER_CLASSES.register(name, cls)
 
 
 def get_layer_class(name: str) -> type[Layer]:
