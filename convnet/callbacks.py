@@ -66,6 +66,12 @@ class Callback:
     def set_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Take back what `get_state` returned; `fit(..., resume=True)` calls it after `on_train_begin`."""
 
+    def _model(self) -> Sequential:
+        """`self.model`, which `fit` sets before calling any hook."""
+        if self.model is None:
+            raise ValueError(f"{type(self).__name__}: no model; `fit` sets it (or call `set_model` first)")
+        return self.model
+
 
 class History(Callback):
     """Records each epoch's logs: `history.history["loss"]`, `history.epoch`, `history.params`."""
@@ -197,11 +203,6 @@ class EarlyStopping(Callback):
         # copies: `get_weights` can return arrays that share memory with the parameters (a CPU bias)
         return [np.array(weight, copy=True) for weight in self._model().get_weights()]
 
-    def _model(self) -> Sequential:
-        if self.model is None:
-            raise ValueError("EarlyStopping: no model; it is set by `fit` (or call `set_model` first)")
-        return self.model
-
 
 class ModelCheckpoint(Callback):
     """Saves the model (a .convnet file) at the end of each epoch, or only when `monitor` improves.
@@ -246,9 +247,9 @@ class ModelCheckpoint(Callback):
         elif self.verbose:
             print(f"Epoch {epoch + 1}: saving model to {path}")
         if self.save_weights_only:
-            self.model.save_weights(path)
+            self._model().save_weights(path)
         else:
-            self.model.save(path)
+            self._model().save(path)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"best": self.tracker.best}, {}
@@ -320,7 +321,7 @@ class TerminateOnNaN(Callback):
         self.stopped_at = (epoch, batch)
         print(f"Epoch {epoch + 1}, batch {batch + 1}: invalid loss (NaN or infinite), terminating training",
               file=sys.stderr)
-        self.model.stop_training = True
+        self._model().stop_training = True
 
 
 class LearningRateScheduler(Callback):
@@ -334,7 +335,7 @@ class LearningRateScheduler(Callback):
         self.verbose = check_int("verbose", verbose, minimum=0, maximum=2)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        current = self.model.learning_rate
+        current = self._model().learning_rate
         value = self.schedule(epoch, current)
         try:
             value = float(value)
@@ -343,13 +344,13 @@ class LearningRateScheduler(Callback):
                             f"{describe(value)}") from None
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"LearningRateScheduler: the schedule returned an invalid learning rate {value}")
-        self.model.learning_rate = value
+        self._model().learning_rate = value
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {value}.")
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         if isinstance(logs, dict):
-            logs["learning_rate"] = self.model.learning_rate
+            logs["learning_rate"] = self._model().learning_rate
 
 
 class LambdaCallback(Callback):

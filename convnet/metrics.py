@@ -90,6 +90,10 @@ def _accuracy(loss: Loss | None) -> Metric:
     return SparseCategoricalAccuracy()
 
 
+def _ignoring_loss(cls: type[Metric]) -> Callable[[Loss | None], Metric]:
+    return lambda loss: cls()
+
+
 # each name maps to a factory given the compiled loss (only "accuracy" depends on it)
 METRICS: Registry[Callable[[Loss | None], Metric]] = Registry("metric")
 for _name in ("accuracy", "acc"):
@@ -99,7 +103,7 @@ for _name, _cls in [("sparse_categorical_accuracy", SparseCategoricalAccuracy),
                     ("sparse_top_k_categorical_accuracy", SparseTopKCategoricalAccuracy),
                     ("mean_absolute_error", MeanAbsoluteError), ("mae", MeanAbsoluteError),
                     ("mean_squared_error", MeanSquaredError), ("mse", MeanSquaredError)]:
-    METRICS.register(_name, lambda loss, cls=_cls: cls())
+    METRICS.register(_name, _ignoring_loss(_cls))
 
 
 def list_metrics(pattern: str = "*") -> list[str]:

@@ -316,6 +316,9 @@ def test_early_stopping_stops_and_restores_best_weights(synthetic):
     stopper = callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
     history = model.fit(images, labels, epochs=20, callbacks=[stopper], verbose=0)
     assert len(history.epoch) < 20 and stopper.stopped_epoch > 0
+    assert stopper.best_epoch != stopper.stopped_epoch  # the weights put back are not those training ended with
+    for restored, best in zip(model.get_weights(), stopper.best_weights):
+        np.testing.assert_array_equal(restored, best)
 
 
 def test_model_checkpoint_saves_best_only(tmp_path, synthetic):

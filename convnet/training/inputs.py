@@ -87,7 +87,9 @@ def as_targets(model: Sequential, y: Any, count: int, argument: str = "y") -> to
         tensor = tensor.long()
         classes = output[-1] if output else None
         low, high = int(tensor.min()), int(tensor.max())
-        if low < 0 or (classes is not None and high >= classes):
+        if classes is None and low < 0:
+            raise ValueError(f"`{argument}` holds labels in [{low}, {high}]; class indices cannot be negative")
+        if classes is not None and (low < 0 or high >= classes):
             raise ValueError(f"`{argument}` holds labels in [{low}, {high}] but the model has {classes} outputs, "
                              f"so labels must be in [0, {classes - 1}]")
         return tensor

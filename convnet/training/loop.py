@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
@@ -114,7 +114,8 @@ class Trainer:
     """One call of `fit`: the loop over epochs and steps, with its state, callbacks and checkpoints."""
 
     def __init__(self, model: Sequential, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, epochs: int,
-                 shuffle: bool, callbacks: list[Callback], verbose: int, validation: tuple | None,
+                 shuffle: bool, callbacks: list[Callback], verbose: int,
+                 validation: tuple[torch.Tensor, torch.Tensor] | None,
                  initial_epoch: int, checkpoint_dir: str | None, checkpoint_interval: float, resume: bool):
         self.model, self.x, self.y = model, x, y
         self.batch_size, self.epochs, self.shuffle, self.verbose = batch_size, epochs, shuffle, verbose
@@ -144,7 +145,14 @@ class Trainer:
             if resume and checkpoint.exists(checkpoint_dir):
                 self._resume()
 
+    @property
+    def totals(self) -> torch.Tensor:
+        """The epoch's [loss, metric...] sums (set by `_begin_epoch`, or by the checkpoint of a resumed epoch)."""
+        assert self.state.totals is not None, "no epoch in progress"
+        return self.state.totals
+
     def _resume(self) -> None:
+        assert self.checkpoint_dir is not None
         fingerprint = self.state.fingerprint
         self.state = checkpoint.load(self.checkpoint_dir, self.model)
         self.resumed = True
@@ -243,11 +251,11 @@ class Trainer:
             if nan_watch is not None:
                 nan_watch.record(epoch, step, sums, last=step + 1 == self.steps, due=progbar.due())
             if self.batch_hooks:
-                logs = LazyLogs(dict(zip(self.names, state.totals / state.seen)))
+                logs = LazyLogs(dict(zip(self.names, self.totals / state.seen)))
                 for callback in self.batch_hooks:
                     callback.on_train_batch_end(step, logs)
             if progbar.due():
-                progbar.update(step + 1, _means(self.names, state.totals, state.seen))
+                progbar.update(step + 1, _means(self.names, self.totals, state.seen))
             if interrupt.raised:
                 self._interrupted(epoch, step, progbar)
             if self.model.stop_training:
@@ -266,32 +274,33 @@ class Trainer:
         if self.schedule is not None:
             self.model.learning_rate = self.schedule(state.global_step)
         sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size)
-        state.totals += sums
+        self.totals.add_(sums)
         state.seen += min(self.batch_size, self.count - start)
         state.step, state.global_step = step + 1, state.global_step + 1
         return sums
 
-    def _interrupted(self, epoch: int, step: int, progbar: Progbar) -> None:
+    def _interrupted(self, epoch: int, step: int, progbar: Progbar) -> NoReturn:
         """After Ctrl-C: a checkpoint (unless the weights diverged), then `TrainingInterrupted`."""
         state = self.state
-        saved = self._save() if bool(torch.isfinite(state.totals).all()) else None
-        progbar.finish(_means(self.names, state.totals, state.seen), step=step + 1)
+        saved = self._save() if bool(torch.isfinite(self.totals).all()) else None
+        progbar.finish(_means(self.names, self.totals, state.seen), step=step + 1)
         reason = ("no checkpoint folder was given" if self.checkpoint_dir is None else
                   "no checkpoint written: the weights are no longer finite (the last one is kept)")
         raise TrainingInterrupted(epoch, step + 1, saved, reason)
 
     def _save_periodically(self, last_save: float) -> float:
         """A mid-epoch checkpoint, every `checkpoint_interval` seconds, of finite sums; when it was written."""
-        if self.checkpoint_dir is None or not bool(torch.isfinite(self.state.totals).all()):
+        if self.checkpoint_dir is None or not bool(torch.isfinite(self.totals).all()):
             return last_save
         self._save()
         return time.monotonic()
 
     def _epoch_logs(self) -> dict[str, float]:
         """The epoch's means, and the validation scores as "val_<name>"."""
-        logs = _means(self.names, self.state.totals, self.state.seen)
+        logs = _means(self.names, self.totals, self.state.seen)
         if self.validation is not None:
-            val = _evaluate_tensors(self.model, *self.validation, max(self.batch_size, 256))
+            x_val, y_val = self.validation
+            val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256))
             logs.update({f"val_{name}": value for name, value in val.items()})
             self.model.train()
         return logs
@@ -336,7 +345,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     if model.optimizer_ is None:
         raise ValueError("fit: the model has no trainable weights")
     y_t = as_targets(model, y, x_t.shape[0])
-    validation = None
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError(f"`validation_data` must be a tuple (x_val, y_val). Received: "
@@ -344,7 +353,8 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
         x_val = as_inputs(model, validation_data[0], "validation_data[0]")
         validation = (x_val, as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]"))
     elif validation_split:
-        x_t, y_t, *validation = split_validation(x_t, y_t, validation_split)
+        x_t, y_t, x_val, y_val = split_validation(x_t, y_t, validation_split)
+        validation = (x_val, y_val)
     if batch_size > x_t.shape[0] and not explicit_batch:
         batch_size = x_t.shape[0]  # Keras's default of 32 on a smaller dataset: one batch of everything
     if batch_size > x_t.shape[0]:
@@ -352,7 +362,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                          f"({x_t.shape[0]}); use batch_size <= {x_t.shape[0]}")
     device = model.device
     if validation is not None:
-        validation = tuple(t.to(device) for t in validation)
+        validation = (validation[0].to(device), validation[1].to(device))
     trainer = Trainer(model, x_t.to(device), y_t.to(device), batch_size=batch_size, epochs=epochs, shuffle=shuffle,
                       callbacks=callbacks, verbose=verbose, validation=validation, initial_epoch=initial_epoch,
                       checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
@@ -365,7 +375,8 @@ def require_compiled(model: Sequential, what: str) -> None:
     if not model.compiled:
         raise ValueError(f"{what}: the model must be compiled first, e.g. model.compile(loss="
                          f"'sparse_categorical_crossentropy', optimizer='nadam', metrics=['accuracy'])")
-    check_from_logits(model.loss, model.output_activation)
+    if model.loss is not None:
+        check_from_logits(model.loss, model.output_activation)
 
 
 def _means(names: list[str], totals: torch.Tensor, seen: int) -> dict[str, float]:
@@ -406,25 +417,22 @@ def tta_outputs(model: Sequential, x: torch.Tensor, variants: list[str]) -> torc
     and turned back into logits (log p; log p - log(1 - p) for sigmoid), so that the loss and the metrics
     see the same kind of values as without TTA, and the loss of the averaged prediction is -log(mean p).
     """
-    engine = model.engine
+    engine, loss = model.engine, model.loss
     if len(variants) == 1:
         return engine.predict_batch(apply_variant(x, variants[0]))
-    logits = outputs_logits(model)
-    total = None
-    for variant in variants:
-        outputs = engine.predict_batch(apply_variant(x, variant))
-        if logits:
-            outputs = to_probabilities(model.loss, outputs)
-        total = outputs if total is None else total + outputs
-    mean = total / len(variants)
-    return from_probabilities(model.loss, mean) if logits else mean
+    outputs = [engine.predict_batch(apply_variant(x, variant)) for variant in variants]
+    if loss is None or not outputs_logits(model):
+        return torch.stack(outputs).mean(dim=0)
+    mean = torch.stack([to_probabilities(loss, logits) for logits in outputs]).mean(dim=0)
+    return from_probabilities(loss, mean)
 
 
 @torch.no_grad()
 def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                       progbar: Progbar | None = None, tta: Any = None) -> dict[str, float]:
     model.eval()
-    engine = model.engine
+    engine, loss = model.engine, model.loss
+    assert loss is not None, "evaluate needs a compiled model"
     names = model.metrics_names
     totals = torch.zeros(len(names), dtype=torch.float64, device=model.device)
     variants = tta_variants(tta)
@@ -434,7 +442,7 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
             totals += engine.eval_batch(xb, yb)
         else:  # outputs of the model's own kind (see tta_outputs), scored as the loss takes them
             outputs = tta_outputs(model, xb, variants)
-            totals += batch_sums(model, model.loss.sum(yb, outputs), yb, outputs, None)
+            totals += batch_sums(model, loss.sum(yb, outputs), yb, outputs, None)
         if progbar is not None and progbar.due():
             progbar.update(step + 1, _means(names, totals, min((step + 1) * batch_size, x.shape[0])))
     return _means(names, totals, x.shape[0])
