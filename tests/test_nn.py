@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import convnet.nn
 from convnet import nn
+from convnet._internal import kernels
 
 from .reference import (
     avg_pool_ref,
@@ -354,12 +355,15 @@ W = rand(3, 3, 3, 2, seed=1)
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda: nn.conv2d(X[0], W, 1, "SAME"), ValueError, r"rank 4 \(N, H, W, C\), received shape \(5, 5, 3\); add a batch axis with x\[None\]"),
+    (lambda: nn.conv2d(X[0], W, 1, "SAME"), ValueError,
+     r"rank 4 \(N, H, W, C\), received shape \(5, 5, 3\); add a batch axis with x\[None\]"),
     (lambda: nn.max_pool(X[0, :, :, 0], 2, 2, "SAME"), ValueError, r"add batch and channel axes with x\[None, :, :, None\]"),
     (lambda: nn.conv2d(X[None], W, 1, "SAME"), ValueError, r"rank 4 .*received shape \(1, 1, 5, 5, 3\)$"),
     (lambda: nn.conv2d(X, W[:, :, :, :, None], 1, "SAME"), ValueError, r"`filters` of rank 4"),
-    (lambda: nn.conv2d(X, rand(3, 3, 2, 2), 1, "SAME"), ValueError, r"input depth \(3\) must equal the filters' in-depth \(2\)"),
-    (lambda: nn.conv2d(rand(1, 5, 5, 4), rand(3, 3, 2, 3), 1, "SAME"), ValueError, r"\(2 groups\) the filters' out-depth \(3\) must be a multiple"),
+    (lambda: nn.conv2d(X, rand(3, 3, 2, 2), 1, "SAME"), ValueError,
+     r"input depth \(3\) must equal the filters' in-depth \(2\)"),
+    (lambda: nn.conv2d(rand(1, 5, 5, 4), rand(3, 3, 2, 3), 1, "SAME"), ValueError,
+     r"\(2 groups\) the filters' out-depth \(3\) must be a multiple"),
     (lambda: nn.conv2d(X, W, [1, 2, 2], "SAME"), ValueError, r"`strides` must have 1, 2 or 4 elements .*\(3 elements\)"),
     (lambda: nn.conv2d(X, W, 0, "SAME"), ValueError, r"`strides` values must be >= 1. Received: strides=\[1, 0, 0, 1\]"),
     (lambda: nn.conv2d(X, W, (1, -2), "SAME"), ValueError, r"`strides` values must be >= 1"),
@@ -378,30 +382,47 @@ W = rand(3, 3, 3, 2, seed=1)
     (lambda: nn.conv2d(X, W, 1, explicit(1, 1.5, 0, 0)), ValueError, r"explicit `padding` must be 4"),
     (lambda: nn.conv2d(X, W, 1, [[0, 0], [1, 1, 1], [0, 0], [0, 0]]), ValueError, r"explicit `padding` must be 4"),
     (lambda: nn.conv2d(X, W, 1, None), ValueError, r"explicit `padding` must be 4"),
-    (lambda: nn.conv2d(X, rand(6, 2, 3, 1), 1, "VALID"), ValueError, r"kernel of size 6 does not fit the padded input along height \(5 \+ 0 padding\)"),
-    (lambda: nn.conv2d(X, rand(2, 6, 3, 1), 1, "valid"), ValueError, r"kernel of size 6 does not fit the padded input along width"),
+    (lambda: nn.conv2d(X, rand(6, 2, 3, 1), 1, "VALID"), ValueError,
+     r"kernel of size 6 does not fit the padded input along height \(5 \+ 0 padding\)"),
+    (lambda: nn.conv2d(X, rand(2, 6, 3, 1), 1, "valid"), ValueError,
+     r"kernel of size 6 does not fit the padded input along width"),
     (lambda: nn.conv2d(X, W, 1, "VALID", dilations=3), ValueError, r"dilated kernel \(span 7\) of size 3 does not fit"),
     (lambda: nn.max_pool(X, 6, 1, "VALID"), ValueError, r"kernel of size 6 does not fit"),
     (lambda: nn.max_pool(X, 3, 1, explicit(3, 0, 0, 0)), ValueError, r"explicit padding must be smaller than the window"),
-    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 4), (1, 1, 1, 4), "VALID"), ValueError, r"depth window \(4\) must divide the input depth \(6\)"),
-    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 3), "VALID"), ValueError, r"depth window to equal the depth stride"),
-    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 1), (1, 1, 1, 2), "VALID"), ValueError, r"depth window to equal the depth stride"),
-    (lambda: nn.max_pool(rand(1, 4, 4, 6), (1, 2, 2, 2), (1, 2, 2, 2), "VALID"), ValueError, r"cannot be combined with spatial pooling"),
-    (lambda: nn.max_pool(rand(1, 4, 4, 6), (1, 1, 1, 2), (1, 2, 2, 2), "VALID"), ValueError, r"cannot be combined with spatial pooling"),
-    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 2), explicit(1, 0, 0, 0)), ValueError, r"depth-wise pooling takes no spatial padding"),
-    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 2), "full"), ValueError, r"`padding` must be 'SAME', 'VALID'"),
-    (lambda: nn.max_pool(X, (2, 2, 2, 1), (1, 2, 2, 1), "VALID"), ValueError, r"pooling across the batch axis is not supported"),
-    (lambda: nn.avg_pool(X, (1, 2, 2, 1), (2, 2, 2, 1), "VALID"), ValueError, r"pooling across the batch axis is not supported"),
-    (lambda: nn.avg_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 2), "VALID"), ValueError, r"depth axis is supported by max_pool only"),
-    (lambda: nn.avg_pool(X, 2, 2, explicit(1, 1, 1, 1)), ValueError, r"explicit padding is not supported for average pooling"),
+    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 4), (1, 1, 1, 4), "VALID"), ValueError,
+     r"depth window \(4\) must divide the input depth \(6\)"),
+    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 3), "VALID"), ValueError,
+     r"depth window to equal the depth stride"),
+    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 1), (1, 1, 1, 2), "VALID"), ValueError,
+     r"depth window to equal the depth stride"),
+    (lambda: nn.max_pool(rand(1, 4, 4, 6), (1, 2, 2, 2), (1, 2, 2, 2), "VALID"), ValueError,
+     r"cannot be combined with spatial pooling"),
+    (lambda: nn.max_pool(rand(1, 4, 4, 6), (1, 1, 1, 2), (1, 2, 2, 2), "VALID"), ValueError,
+     r"cannot be combined with spatial pooling"),
+    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 2), explicit(1, 0, 0, 0)), ValueError,
+     r"depth-wise pooling takes no spatial padding"),
+    (lambda: nn.max_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 2), "full"), ValueError,
+     r"`padding` must be 'SAME', 'VALID'"),
+    (lambda: nn.max_pool(X, (2, 2, 2, 1), (1, 2, 2, 1), "VALID"), ValueError,
+     r"pooling across the batch axis is not supported"),
+    (lambda: nn.avg_pool(X, (1, 2, 2, 1), (2, 2, 2, 1), "VALID"), ValueError,
+     r"pooling across the batch axis is not supported"),
+    (lambda: nn.avg_pool(rand(1, 2, 2, 6), (1, 1, 1, 2), (1, 1, 1, 2), "VALID"), ValueError,
+     r"depth axis is supported by max_pool only"),
+    (lambda: nn.avg_pool(X, 2, 2, explicit(1, 1, 1, 1)), ValueError,
+     r"explicit padding is not supported for average pooling"),
     (lambda: nn.max_pool(X, [1, 2, 3], 1, "SAME"), ValueError, r"`ksize` must have 1, 2 or 4 elements"),
-    (lambda: nn.conv2d("image", W, 1, "SAME"), TypeError, r"`input` must be a NumPy array or a torch.Tensor. Received: input='image' \(type str\)"),
+    (lambda: nn.conv2d("image", W, 1, "SAME"), TypeError,
+     r"`input` must be a NumPy array or a torch.Tensor. Received: input='image' \(type str\)"),
     (lambda: nn.max_pool(None, 2, 2, "SAME"), TypeError, r"`input` must be a NumPy array or a torch.Tensor"),
     (lambda: nn.conv2d(X, "filters", 1, "SAME"), TypeError, r"`filters` must be a NumPy array or a torch.Tensor"),
-    (lambda: nn.conv2d(X.astype(np.complex64), W, 1, "SAME"), TypeError, r"`input` must hold real numbers. Received: input=a NumPy array .*complex64"),
-    (lambda: nn.max_pool(torch.zeros(1, 2, 2, 1, dtype=torch.complex64), 1, 1, "SAME"), TypeError, r"`input` must hold real numbers. Received: input=a torch.Tensor"),
+    (lambda: nn.conv2d(X.astype(np.complex64), W, 1, "SAME"), TypeError,
+     r"`input` must hold real numbers. Received: input=a NumPy array .*complex64"),
+    (lambda: nn.max_pool(torch.zeros(1, 2, 2, 1, dtype=torch.complex64), 1, 1, "SAME"), TypeError,
+     r"`input` must hold real numbers. Received: input=a torch.Tensor"),
     (lambda: nn.avg_pool(np.array([[["a"]]]), 1, 1, "SAME"), TypeError, r"`input` must hold real numbers"),
-    (lambda: nn.conv2d(torch.from_numpy(X).double(), torch.from_numpy(W), 1, "SAME"), TypeError, r"`input` and `filters` must have the same dtype. Received: input dtype torch.float64, filters dtype torch.float32"),
+    (lambda: nn.conv2d(torch.from_numpy(X).double(), torch.from_numpy(W), 1, "SAME"), TypeError,
+     r"`input` and `filters` must have the same dtype. Received: input dtype torch.float64, filters dtype torch.float32"),
     (lambda: nn.conv2d(np.zeros((1, 0, 5, 3)), W, 1, "SAME"), ValueError, r"empty height, width or depth axis"),
     (lambda: nn.conv2d(X, np.zeros((3, 0, 3, 2)), 1, "SAME"), ValueError, r"`filters` has an empty axis"),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else re.sub(r"\W+", "-", v)[:40] if isinstance(v, str) else "")
@@ -492,3 +513,30 @@ def pool_ref(kind, x, ksize, strides, padding):
 
 def test_doctests():
     assert doctest.testmod(convnet.nn).failed == 0
+
+
+# The layout conversion (convnet._internal.kernels): views, never copies; kernels keep channels_last
+
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (0, 1, 0, 1)], ids=["symmetric", "asymmetric"])
+def test_layout_conversion_is_views_and_results_stay_channels_last(pads):
+    x = torch.randn(2, 9, 9, 3)  # (N, H, W, C), contiguous
+    nchw = kernels.to_nchw(x)
+    assert tuple(nchw.shape) == (2, 3, 9, 9) and nchw.data_ptr() == x.data_ptr()  # a view
+    assert nchw.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(kernels.to_nhwc(nchw), x) and kernels.to_nhwc(nchw).is_contiguous()
+    weight = torch.randn(4, 3, 3, 3)  # (O, I, kh, kw)
+    outputs = [kernels.conv2d_nchw(nchw, weight, None, (2, 2), (1, 1), pads),
+               *(kernels.spatial_pool_nchw(kind, nchw, (2, 2), (2, 2), pads) for kind in ("max", "avg"))]
+    for out in outputs:  # PyTorch's kernels keep channels_last, so viewing the result as NHWC costs nothing
+        assert kernels.to_nhwc(out).is_contiguous()
+    assert nn.conv2d(x, kernels.oihw_to_hwio(weight), 1, "SAME").is_contiguous()
+    hwio = kernels.oihw_to_hwio(weight)
+    assert tuple(hwio.shape) == (3, 3, 3, 4) and torch.equal(hwio[1, 2, 0, 3], weight[3, 0, 1, 2])
+    assert torch.equal(kernels.hwio_to_oihw(hwio), weight)
+    assert torch.equal(kernels.channels_last(kernels.channels_first(x)), x)
+    assert tuple(kernels.channels_first(torch.zeros(2, 5)).shape) == (2, 5)  # rank 2: (N, C) already
+
+
+def test_kernels_doctests():
+    result = doctest.testmod(kernels)
+    assert result.failed == 0 and result.attempted > 0
