@@ -8,6 +8,7 @@ import doctest
 import importlib
 import inspect
 import math
+import os
 import pkgutil
 
 import numpy as np
@@ -741,6 +742,23 @@ def test_initializer_keras3_class_spellings(name):
     assert initializers.serialize(initializers.get(camel)) == name
     assert initializers.get(camel).get_config() == initializers.get(name).get_config()
     assert repr(layers.Dense(2, kernel_initializer=camel)) == repr(layers.Dense(2, kernel_initializer=name))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", initializers.list_initializers())
+def test_initializers_match_real_keras_by_both_spellings(name):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    ours = initializers.get(name)
+    for spelling in (name, _keras_class_name(name)):
+        theirs = keras.initializers.get(spelling)
+        if isinstance(ours, initializers.VarianceScaling):
+            assert (theirs.scale, theirs.mode, theirs.distribution) == (ours.scale, ours.mode, ours.distribution)
+        elif isinstance(ours, initializers.Constant):
+            assert float(keras.ops.convert_to_numpy(theirs((1,)))[0]) == ours.value
+        else:  # the random ones: same class name, same defaults
+            assert type(theirs).__name__ == type(ours).__name__
+            assert {k: v for k, v in theirs.get_config().items() if k != "seed"} == ours.get_config()
 
 
 # Registries: list by shell pattern, refuse unknown names with suggestions
