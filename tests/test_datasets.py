@@ -524,9 +524,9 @@ def test_offline_by_patching_the_fetch_seam(monkeypatch, tmp_path):
     monkeypatch.delenv("CONVNET_DATA", raising=False)
     monkeypatch.setattr(download, "fetch", offline)
     with pytest.raises(DatasetNotFoundError, match=r"Downloading train-images-idx3-ubyte.gz failed:\n"
-                                                   r"  - https://storage.googleapis.com/.*: offline \(test\)"):
-        datasets.mnist.load_data()
-    assert not (tmp_path / "cache" / "mnist").exists()
+                                                   r"  - http://127.0.0.1:9/.*: offline \(test\)"):
+        tiny(mirrors=("http://127.0.0.1:9/",)).load_data()  # a dead port, should the patch miss
+    assert not (tmp_path / "cache" / "tiny").exists()
 
 
 def test_download_false(monkeypatch):
