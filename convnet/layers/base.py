@@ -34,12 +34,8 @@ Shape = tuple  # a shape without the batch axis; None marks an unknown spatial s
 Geometry = tuple[tuple[int, int, int], tuple[int, int, int]]  # per axis (kernel span, stride, pad before)
 
 
-def _exact(name: str) -> str:
-    return name
-
-
 # Class names are matched exactly, as Keras matches a saved "class_name" ("Conv2d" is not "Conv2D").
-LAYER_CLASSES: Registry[type[Layer]] = Registry("layer class", normalise=_exact)
+LAYER_CLASSES: Registry[type[Layer]] = Registry("layer class", normalise=str)
 
 
 def register(cls: type[Layer]) -> type[Layer]:
