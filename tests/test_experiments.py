@@ -9,8 +9,8 @@ import os
 import pytest
 
 from convnet import experiments
+from convnet.cli.experiments import add_commands
 from convnet.experiments import (
-    add_cli,
     get_experiment,
     list_experiments,
     run_experiment,
@@ -150,7 +150,7 @@ def test_depthpool_is_rotation_invariant(quick_results):
 
 def test_cli(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="convnet")
-    add_cli(parser.add_subparsers(dest="command"))
+    add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["experiment", "params", "--quick", "--out", str(tmp_path), "--seed", "3"])
     assert args.run(args) == 0
     out = capsys.readouterr().out
@@ -159,6 +159,15 @@ def test_cli(tmp_path, capsys):
     args = parser.parse_args(["experiment", "depthpol", "--quick"])
     with pytest.raises(ValueError, match=r"unknown experiment 'depthpol'\. Did you mean 'depthpool'\?"):
         args.run(args)
+
+
+def test_the_command_is_registered_by_the_cli_layer(capsys):
+    from convnet.cli import main
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    assert "one of: depthpool, params, pooling, translation" in capsys.readouterr().out
+    with pytest.raises(AttributeError, match=r"add_cli moved: .* convnet\.cli\.experiments\.add_commands"):
+        experiments.add_cli  # noqa: B018
 
 
 def test_doctests():

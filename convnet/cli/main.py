@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from convnet.cli.inspect import add_commands
     add_commands(commands)
-    from convnet.inspection.experiments import add_cli as add_experiment
+    from convnet.cli.experiments import add_commands as add_experiment
     add_experiment(commands)
     from convnet.cli.bench import add_cli as add_bench
     add_bench(commands)

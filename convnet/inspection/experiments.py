@@ -9,7 +9,8 @@
 Each experiment writes `results.json` (its numbers, settings, timing and environment), `results.md` (the
 Markdown table) and PNG plots into its output folder. `quick=True` runs a smaller version in under two
 minutes on a 2-core CPU (for tests and CI); the full version is what the README reports. Every run is
-seeded: the same seed on the same machine gives the same numbers.
+seeded: the same seed on the same machine gives the same numbers. The command line, `convnet experiment
+NAME [--quick]`, is `convnet.cli.experiments`.
 
 | name | the seed's claim it tests |
 | --- | --- |
@@ -20,7 +21,6 @@ seeded: the same seed on the same machine gives the same numbers.
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import math
@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,10 +45,21 @@ from convnet._internal.checks import (
 )
 from convnet._internal.files import atomic_write
 from convnet._internal.table import markdown_table
+from convnet.inspection.figures import montage, new_figure, save_figure
 from convnet.models.sequential import Sequential
 from convnet.utils import set_random_seed
 
-__all__ = ["Experiment", "ExperimentResult", "list_experiments", "get_experiment", "run_experiment", "add_cli"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Experiment", "ExperimentResult", "list_experiments", "get_experiment", "run_experiment"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "add_cli":  # the command line moved to the CLI layer
+        raise AttributeError("convnet.experiments.add_cli moved: the `convnet experiment` command is registered by "
+                             "convnet.cli.experiments.add_commands")
+    raise AttributeError(f"module 'convnet.inspection.experiments' has no attribute {name!r}")
 
 
 @dataclass
@@ -172,36 +183,24 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {describe(value)}")
 
 
-# -- shared helpers ---------------------------------------------------------------------------------
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(width, height), layout="constrained")
+PLOT_DPI = 110  # pixels per inch of the experiments' PNG plots
 
 
-def _save(figure: Any, run: _Run, filename: str) -> str:
-    path = run.path(filename)
-    figure.savefig(path, dpi=110)
-    return path
+def _save(figure: Figure, run: _Run, filename: str) -> str:
+    return save_figure(figure, run.path(filename), dpi=PLOT_DPI)
 
 
-def _montage(ax: Any, images: np.ndarray, row_labels: list[str] | None = None,
-             column_labels: list[str] | None = None, title: str | None = None) -> None:
-    """Draw a grid of images (rows, columns, h, w) as one picture with 1-pixel gaps, labelled on the axes
-    (one imshow instead of one axes per image: much faster to lay out)."""
-    rows, columns, h, w = images.shape
-    low, high = float(images.min()), float(images.max())
-    canvas = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), high)
-    for r in range(rows):
-        for c in range(columns):
-            canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[r, c]
-    ax.imshow(canvas, cmap="gray", vmin=low, vmax=high)
-    ax.set_yticks([r * (h + 1) + h / 2 for r in range(rows)] if row_labels else [], row_labels or [], fontsize=7)
-    ax.set_xticks([c * (w + 1) + w / 2 for c in range(columns)] if column_labels else [], column_labels or [],
-                  fontsize=7)
-    ax.tick_params(length=0)
-    if title:
-        ax.set_title(title, fontsize=8)
+def _relative_change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over the images (axis 0) of ||a - b|| / ||b||, the norms over every other axis."""
+    axes = tuple(range(1, a.ndim))
+    difference = np.sqrt(((a - b) ** 2).sum(axis=axes))
+    return float(np.mean(difference / np.maximum(np.sqrt((b ** 2).sum(axis=axes)), 1e-12)))
+
+
+def _scaled(images: np.ndarray, pad: int = 0) -> np.ndarray:
+    """uint8 items (N, S, S) as float32 NHWC in [0, 1], with `pad` pixels of zeros on each side."""
+    x = np.pad(images.astype(np.float32) / 255, ((0, 0), (pad, pad), (pad, pad)))  # (N, S + 2 pad, S + 2 pad)
+    return x[..., None]  # (N, S', S') -> (N, S', S', 1)
 
 
 def _percent(value: float) -> str:
@@ -212,10 +211,10 @@ def _load_items(dataset: str, size: int, train_size: int, test_size: int, run: _
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """(x_train, y_train, x_test, y_test, class_names): uint8 items (N, size, size) and int64 labels; the
     first N images of Fashion-MNIST, or N freshly drawn shapes."""
-    from convnet.datasets.core import get_dataset
+    from convnet.datasets import get_dataset, shapes
     source = get_dataset(dataset)
-    if dataset == "shapes":
-        (x_train, y_train), (x_test, y_test) = source.load_data(image_size=size, train_size=train_size,
+    if source is shapes:
+        (x_train, y_train), (x_test, y_test) = shapes.load_data(image_size=size, train_size=train_size,
                                                                 test_size=test_size, seed=run.seed)
     else:
         (x_train, y_train), (x_test, y_test) = source.load_data(data_dir=run.data_dir)
@@ -232,8 +231,6 @@ def _train(model: Sequential, x: np.ndarray, y: np.ndarray, settings: dict[str, 
     history = model.fit(x, y, batch_size=settings["batch_size"], epochs=settings["epochs"], verbose=0)
     return float(history.history["accuracy"][-1])
 
-
-# -- params -----------------------------------------------------------------------------------------
 
 def _count(stack: list[L.Layer], input_shape: tuple[int, ...], max_real: int) -> tuple[int, bool]:
     """(parameters, whether any were computed by formula): real layers are built and counted, except Dense
@@ -273,7 +270,8 @@ def _seed_head(gap: bool) -> list[L.Layer]:
     quick={})
 def _params(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str, list[str]]:
     filters, kernel, max_real = settings["filters"], settings["kernel_size"], settings["max_real_weights"]
-    rows, numbers = [], {"rows": []}
+    rows: list[list[str]] = []
+    numbers: dict[str, Any] = {"rows": []}
     for shape in map(tuple, settings["input_shapes"]):
         h, w, c = shape
         conv = L.Conv2D(filters, kernel, padding="same")
@@ -299,7 +297,7 @@ def _params(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str, l
     table += ("\n\nCounts come from built convnet layers (`count_params`), except those marked (formula): "
               "(inputs + 1) x units for a Dense layer too large to allocate. The seed CNN's head is "
               "Flatten-Dense(128)-Dropout-Dense(10); the last column replaces Flatten by GlobalAveragePooling2D.")
-    figure = _figure(6.5, 4)
+    figure = new_figure(6.5, 4)
     ax = figure.add_subplot()
     pixels = [math.prod(r["input_shape"]) for r in numbers["rows"]]
     for key, label, style in (("dense_params", "Dense, same outputs", "o-"), ("seed_cnn_params", "seed CNN", "s-"),
@@ -321,8 +319,6 @@ def _bytes(count: int) -> str:
             return f"{count / scale:,.1f} {unit}"
     return f"{count} B"
 
-
-# -- translation ------------------------------------------------------------------------------------
 
 def _place(items: np.ndarray, canvas: int, offsets: np.ndarray) -> np.ndarray:
     """Paste uint8 items (N, h, w) onto black canvases at (top, left) `offsets` (N, 2): float32 NHWC in [0, 1]."""
@@ -407,7 +403,7 @@ def _translation(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], s
 
 def _plot_translation(numbers: dict[str, Any], examples: list, settings: dict[str, Any], run: _Run) -> str:
     datasets, shifts = settings["datasets"], numbers["shifts"]
-    figure = _figure(5 * len(datasets), 5.2)
+    figure = new_figure(5 * len(datasets), 5.2)
     grid = figure.add_gridspec(2, len(datasets), height_ratios=[3.2, 1])
     for column, (dataset, item) in enumerate(examples):
         ax = figure.add_subplot(grid[0, column])
@@ -421,12 +417,10 @@ def _plot_translation(numbers: dict[str, Any], examples: list, settings: dict[st
         ax.legend(fontsize=7)
         picks = [shifts[0], shifts[len(shifts) // 2], shifts[-1]]
         canvases = _place(np.repeat(item[None], len(picks), 0), settings["canvas"], np.array([[s, s] for s in picks]))
-        _montage(figure.add_subplot(grid[1, column]), canvases[None, ..., 0], title="test positions",
+        montage(figure.add_subplot(grid[1, column]), canvases[None, ..., 0], title="test positions",
                  column_labels=[f"shift {s}" for s in picks])
     return _save(figure, run, "translation.png")
 
-
-# -- pooling ----------------------------------------------------------------------------------------
 
 @_register(
     "pooling", "Max pooling: invariance to small shifts, and what it discards",
@@ -444,74 +438,99 @@ def _plot_translation(numbers: dict[str, Any], examples: list, settings: dict[st
 def _pooling(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str, list[str]]:
     x_train, y_train, x_test, _, _ = _load_items("fashion-mnist", 28, settings["train_size"],
                                                   settings["eval_images"], run)
+    model, conv = _pooling_probe(settings["filters"], settings["kernel_size"])
+    train_accuracy = _train(model, _scaled(x_train), y_train, settings, run)
+    maps = _MapReader(conv, model.device, settings["pool_sizes"])
     # zeros around the image, wider than a shift plus the kernel's reach so that np.roll moves only zeros
     # across the border (conv(shifted x) is then exactly the shifted conv(x)); even, so 28 + 2 * margin divides by 4
     margin = -(-(settings["max_shift"] + settings["kernel_size"] // 2) // 2) * 2
+    x_shift = _scaled(x_test, margin)  # (N, S, S, 1), S = 28 + 2 * margin
+    x_fit, x_plain = _scaled(x_train[:settings["fit_images"]]), _scaled(x_test)  # unpadded: (N, 28, 28, 1)
+    numbers: dict[str, Any] = {"train_accuracy": train_accuracy, **_shift_sensitivity(maps, x_shift, settings["max_shift"])}
+    numbers["reconstruction"], decoded = _reconstruction(maps, x_fit, x_plain, settings["block"])
+    table = _pooling_table(numbers, settings, trained_on=len(x_train), padded=x_shift.shape, fitted_on=len(x_fit))
+    return numbers, table, [_plot_pooling(numbers, x_plain[:6, ..., 0], decoded, run)]
 
-    def scale(images: np.ndarray, pad: int = 0) -> np.ndarray:
-        x = np.pad(images.astype(np.float32) / 255, ((0, 0), (pad, pad), (pad, pad)))  # (N, 28 + 2 pad, ...)
-        return x[..., None]  # (N, S, S) -> (N, S, S, 1)
 
-    def shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-        return np.roll(x, (dy, dx), axis=(1, 2))  # the zero margin wraps around, not the image
-
-    conv = L.Conv2D(settings["filters"], settings["kernel_size"], padding="same", activation="relu", name="conv")
+def _pooling_probe(filters: int, kernel_size: int) -> tuple[Sequential, L.Conv2D]:
+    """A small Fashion-MNIST CNN whose first layer, `conv`, makes the maps studied."""
+    conv = L.Conv2D(filters, kernel_size, padding="same", activation="relu", name="conv")
     model = Sequential([L.Input(shape=(28, 28, 1)), conv, L.MaxPooling2D(2),
                         L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(2), L.Flatten(),
                         L.Dense(10, activation="softmax")], name="pooling_probe")
-    train_accuracy = _train(model, scale(x_train), y_train, settings, run)
-    pools = {p: L.MaxPooling2D(p) for p in settings["pool_sizes"]}
+    return model, conv
+
+
+class _MapReader:
+    """The trained first layer's maps of NHWC images, raw (`pool` None) or max-pooled by one of `pool_sizes`."""
+
+    def __init__(self, conv: L.Conv2D, device: Any, pool_sizes: list[int]):
+        self.conv, self.device = conv, device
+        self.pools: dict[int | None, L.Layer | None] = {None: None, **{p: L.MaxPooling2D(p) for p in pool_sizes}}
+
+    @staticmethod
+    def name(pool: int | None) -> str:
+        return "conv maps" if pool is None else f"after {pool}x{pool} max pool"
 
     @torch.no_grad()
-    def maps(x: np.ndarray, pool: int | None = None) -> np.ndarray:
-        out = conv(torch.from_numpy(x).to(model.device))  # (N, S, S, filters)
-        return (out if pool is None else pools[pool](out)).cpu().numpy()  # (N, S / p, S / p, filters)
+    def __call__(self, x: np.ndarray, pool: int | None = None) -> np.ndarray:
+        out = self.conv(torch.from_numpy(x).to(self.device))  # (N, S, S, filters)
+        layer = self.pools[pool]
+        return (out if layer is None else layer(out)).cpu().numpy()  # (N, S / p, S / p, filters)
 
-    x = scale(x_test, margin)  # (N, S, S, 1), S = 28 + 2 * max_shift
-    base = {None: maps(x), **{p: maps(x, p) for p in pools}}
-    names = {None: "conv maps", **{p: f"after {p}x{p} max pool" for p in pools}}
 
-    def change(a: np.ndarray, b: np.ndarray) -> float:
-        """Mean over images of ||a - b|| / ||b||."""
-        diff = np.sqrt(((a - b) ** 2).sum(axis=(1, 2, 3)))
-        return float(np.mean(diff / np.maximum(np.sqrt((b ** 2).sum(axis=(1, 2, 3))), 1e-12)))
+def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    return np.roll(x, (dy, dx), axis=(1, 2))  # the zero margin wraps around, not the image
 
+
+def _shift_sensitivity(maps: _MapReader, x: np.ndarray, max_shift: int) -> dict[str, Any]:
+    """How much each representation of the padded images `x` changes when they move by 0..max_shift pixels
+    in each of 4 directions ("change"), and how far the raw maps, shifted back, are from the originals
+    ("aligned_change": 0 for an exactly equivariant convolution)."""
     directions = [(1, 0), (-1, 0), (0, 1), (0, -1)]
-    shifts = list(range(settings["max_shift"] + 1))
-    numbers: dict[str, Any] = {"train_accuracy": train_accuracy, "shifts": shifts, "change": {}, "aligned_change": []}
-    for pool in base:
-        numbers["change"][names[pool]] = [
-            float(np.mean([change(maps(shift(x, s * dy, s * dx), pool), base[pool]) for dy, dx in directions]))
-            for s in shifts]
-    numbers["aligned_change"] = [
-        float(np.mean([change(maps(shift(x, s * dy, s * dx)), shift(base[None], s * dy, s * dx))
-                       for dy, dx in directions])) for s in shifts]
-    rows = [[str(s), f"{numbers['aligned_change'][i]:.3f}"] + [f"{numbers['change'][names[p]][i]:.3f}" for p in base]
-            for i, s in enumerate(shifts)]
-    shift_table = markdown_table(["Shift (px)", "conv maps, shifted back"] + [f"{names[p]}" for p in base], rows,
-                                 right=[False] + [True] * (len(base) + 1))
+    shifts = list(range(max_shift + 1))
+    base = {pool: maps(x, pool) for pool in maps.pools}
+    change = {maps.name(pool): [float(np.mean([_relative_change(maps(_shifted(x, s * dy, s * dx), pool), base[pool])
+                                               for dy, dx in directions])) for s in shifts]
+              for pool in maps.pools}
+    aligned = [float(np.mean([_relative_change(maps(_shifted(x, s * dy, s * dx)), _shifted(base[None], s * dy, s * dx))
+                              for dy, dx in directions])) for s in shifts]
+    return {"shifts": shifts, "change": change, "aligned_change": aligned}
 
-    block = settings["block"]
-    x_fit, x_plain = scale(x_train[:settings["fit_images"]]), scale(x_test)  # unpadded: (N, 28, 28, 1)
-    recon, decoded = {}, {}
-    for pool in base:
-        fit_features, test_features = _blocks(maps(x_fit, pool), block, 28), _blocks(maps(x_plain, pool), block, 28)
+
+def _reconstruction(maps: _MapReader, x_fit: np.ndarray, x_test: np.ndarray, block: int
+                    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What each representation keeps: every block x block patch of the 28x28 test images rebuilt from the
+    numbers the representation holds for it, by a least-squares decoder fitted on `x_fit`. Returns
+    ({name: numbers kept per patch, unexplained variance}, {name: the first 6 images rebuilt (6, 28, 28)})."""
+    found, decoded = {}, {}
+    for pool in maps.pools:
+        fit_features, test_features = _blocks(maps(x_fit, pool), block, 28), _blocks(maps(x_test, pool), block, 28)
         error, predicted = _least_squares(fit_features, _blocks(x_fit, block, 28), test_features,
-                                          _blocks(x_plain, block, 28))
-        recon[names[pool]] = {"features_per_block": fit_features.shape[1], "unexplained_variance": error}
-        decoded[names[pool]] = _unblocks(predicted[:6 * (28 // block) ** 2], 6, 28, block)
-    numbers["reconstruction"] = recon
+                                          _blocks(x_test, block, 28))
+        found[maps.name(pool)] = {"features_per_block": fit_features.shape[1], "unexplained_variance": error}
+        decoded[maps.name(pool)] = _unblocks(predicted[:6 * (28 // block) ** 2], 6, 28, block)
+    return found, decoded
+
+
+def _pooling_table(numbers: dict[str, Any], settings: dict[str, Any], trained_on: int, padded: tuple[int, ...],
+                   fitted_on: int) -> str:
+    names = list(numbers["change"])
+    rows = [[str(s), f"{numbers['aligned_change'][i]:.3f}"] + [f"{numbers['change'][name][i]:.3f}" for name in names]
+            for i, s in enumerate(numbers["shifts"])]
+    shift_table = markdown_table(["Shift (px)", "conv maps, shifted back", *names], rows,
+                                 right=[False] + [True] * (len(names) + 1))
+    block, recon = settings["block"], numbers["reconstruction"]
     rows = [[name, f"{r['features_per_block']}", f"{r['unexplained_variance']:.3f}"] for name, r in recon.items()]
     recon_table = markdown_table([f"Representation of each {block}x{block} input patch", "numbers kept",
                                   "unexplained variance of the rebuilt pixels"], rows, right=[False, True, True])
-    table = (f"Relative change ||f(shifted x) - f(x)|| / ||f(x)|| of the first layer's maps ({settings['filters']} "
-             f"{settings['kernel_size']}x{settings['kernel_size']} ReLU filters of a small CNN trained on "
-             f"{len(x_train)} Fashion-MNIST images to {_percent(train_accuracy)} training accuracy), mean over "
-             f"{len(x)} test images (padded to {x.shape[1]}x{x.shape[2]}) and 4 directions:\n\n{shift_table}\n\n"
-             f"What pooling discards: each {block}x{block} patch of a test image rebuilt by a linear least-squares "
-             f"decoder from the numbers the representation keeps for it (fitted on {len(x_fit)} training images):"
-             f"\n\n{recon_table}")
-    return numbers, table, [_plot_pooling(numbers, x_plain[:6, ..., 0], decoded, run)]
+    return (f"Relative change ||f(shifted x) - f(x)|| / ||f(x)|| of the first layer's maps ({settings['filters']} "
+            f"{settings['kernel_size']}x{settings['kernel_size']} ReLU filters of a small CNN trained on "
+            f"{trained_on} Fashion-MNIST images to {_percent(numbers['train_accuracy'])} training accuracy), mean "
+            f"over {padded[0]} test images (padded to {padded[1]}x{padded[2]}) and 4 directions:\n\n{shift_table}\n\n"
+            f"What pooling discards: each {block}x{block} patch of a test image rebuilt by a linear least-squares "
+            f"decoder from the numbers the representation keeps for it (fitted on {fitted_on} training images):"
+            f"\n\n{recon_table}")
 
 
 def _blocks(maps: np.ndarray, block: int, size: int) -> np.ndarray:
@@ -548,7 +567,7 @@ def _least_squares(features: np.ndarray, targets: np.ndarray, test_features: np.
 
 
 def _plot_pooling(numbers: dict[str, Any], originals: np.ndarray, decoded: dict[str, np.ndarray], run: _Run) -> str:
-    figure = _figure(11, 4.6)
+    figure = new_figure(11, 4.6)
     grid = figure.add_gridspec(1, 2, width_ratios=[1, 1.4])
     ax = figure.add_subplot(grid[0])
     ax.plot(numbers["shifts"], numbers["aligned_change"], "k--", label="conv maps, shifted back (equivariance)")
@@ -560,11 +579,9 @@ def _plot_pooling(numbers: dict[str, Any], originals: np.ndarray, decoded: dict[
     labels = ["input"] + [f"from {name}\n(unexplained {numbers['reconstruction'][name]['unexplained_variance']:.2f})"
                           for name in decoded]
     images = np.clip(np.stack([originals, *decoded.values()]), 0, 1)  # (1 + representations, 6, S, S)
-    _montage(figure.add_subplot(grid[1]), images, row_labels=labels, title="test images rebuilt by least squares")
+    montage(figure.add_subplot(grid[1]), images, row_labels=labels, title="test images rebuilt by least squares")
     return _save(figure, run, "pooling.png")
 
-
-# -- depthpool --------------------------------------------------------------------------------------
 
 def _stroke(u: np.ndarray, v: np.ndarray, angle: float, length: float, width: float) -> np.ndarray:
     """A soft line segment from the centre, `length` pixels long towards `angle` (degrees, counter-clockwise)."""
@@ -612,8 +629,8 @@ def _rotate(images: np.ndarray, angle: int) -> np.ndarray:
                                [math.sin(theta), math.cos(theta), 0.0]], dtype=torch.float32)
         nchw = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
         grid = F.affine_grid(matrix.expand(len(images), 2, 3), list(nchw.shape), align_corners=False)
-        out = F.grid_sample(nchw, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = out.permute(0, 2, 3, 1).numpy()  # (N, C, H, W) -> (N, H, W, C)
+        turned = F.grid_sample(nchw, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = turned.permute(0, 2, 3, 1).numpy()  # (N, C, H, W) -> (N, H, W, C)
     return np.ascontiguousarray(np.rot90(out, quarters, axes=(1, 2)))
 
 
@@ -627,47 +644,61 @@ def _rotate(images: np.ndarray, angle: int) -> np.ndarray:
           "stroke_width": 1.0},  # pixels: standard deviation of the strokes the patterns are drawn with
     quick={"images": 300})
 def _depthpool(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str, list[str]]:
-    from convnet.datasets.core import shapes
+    from convnet.datasets import shapes
     _, (items, _) = shapes.load_data(image_size=settings["image_size"], train_size=0, test_size=settings["images"],
                                      seed=run.seed)
-    pad = settings["padding"]
-    x = np.pad(items.astype(np.float32) / 255, ((0, 0), (pad, pad), (pad, pad)))[..., None]  # (N, S, S, 1)
-    size = settings["kernel_size"]
+    x = _scaled(items, settings["padding"])  # (N, S, S, 1)
+    kernels = _rotated_kernels(settings["kernel_size"], settings["stroke_width"])  # (size, size, 1, patterns * 8)
+    banks = _RotationBanks(kernels, x.shape[1:])
     angles = list(range(0, 360, 45))
-    numbers: dict[str, Any] = {"angles": angles, "patterns": list(_PATTERNS), "banks": {}}
-    kernels = _rotated_kernels(size, settings["stroke_width"])  # (size, size, 1, patterns * 8)
-    conv = L.Conv2D(kernels.shape[-1], size, padding="same", use_bias=False, name="rotated_filters")
-    model = Sequential([L.Input(shape=x.shape[1:]), conv], name="rotated_filters")
-    conv.set_weights([kernels])
-    every_90 = np.arange(kernels.shape[-1]).reshape(len(_PATTERNS), 8)[:, ::2].ravel()  # the 0/90/180/270 filters
-    pool_4, pool_8, global_max = L.DepthMaxPool(4), L.DepthMaxPool(8), L.GlobalMaxPooling2D()
+    numbers: dict[str, Any] = {"angles": angles, "patterns": list(_PATTERNS), **_rotation_changes(banks, x, angles)}
+    table = _depthpool_table(numbers, settings["kernel_size"], x.shape)
+    return numbers, table, [_plot_depthpool(numbers, kernels, x[0, ..., 0], run)]
 
-    def variants(maps: np.ndarray) -> dict[str, np.ndarray]:
-        """The four layers compared, from the maps of all 8 rotations (N, S, S, patterns * 8)."""
-        quarter = maps[..., every_90]  # (N, S, S, patterns * 4)
-        return {"4 rotations": quarter, "4 rotations + DepthMaxPool": pool_4(torch.from_numpy(quarter)).numpy(),
-                "8 rotations": maps, "8 rotations + DepthMaxPool": pool_8(torch.from_numpy(maps)).numpy()}
 
-    def change(a: np.ndarray, b: np.ndarray) -> float:
-        """Mean over images of ||a - b|| / ||b||."""
-        axes = tuple(range(1, a.ndim))
-        return float(np.mean(np.sqrt(((a - b) ** 2).sum(axis=axes)) / np.sqrt((b ** 2).sum(axis=axes))))
+class _RotationBanks:
+    """The four layers compared, all from one Conv2D holding every pattern at 8 rotations: the filters every
+    90 degrees or every 45, each without and with DepthMaxPool over each pattern's rotations."""
 
-    base = variants(model.predict(x, batch_size=500, verbose=0))
-    for name, maps in base.items():
-        numbers["banks"][name] = {"filters": (8 if name.startswith("8") else 4) * len(_PATTERNS),
-                                  "channels": maps.shape[-1], "maps_change": [], "global_change": []}
+    def __init__(self, kernels: np.ndarray, input_shape: tuple[int, ...]):
+        size, channels = kernels.shape[0], kernels.shape[-1]
+        conv = L.Conv2D(channels, size, padding="same", use_bias=False, name="rotated_filters")
+        self.model = Sequential([L.Input(shape=input_shape), conv], name="rotated_filters")
+        conv.set_weights([kernels])
+        self.every_90 = np.arange(channels).reshape(-1, 8)[:, ::2].ravel()  # the 0/90/180/270-degree filters
+        self.pool_4, self.pool_8 = L.DepthMaxPool(4), L.DepthMaxPool(8)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """{bank name: its maps of x (N, S, S, channels)}."""
+        maps = self.model.predict(x, batch_size=500, verbose=0)  # (N, S, S, patterns * 8)
+        quarter = maps[..., self.every_90]  # (N, S, S, patterns * 4)
+        return {"4 rotations": quarter, "4 rotations + DepthMaxPool": self.pool_4(torch.from_numpy(quarter)).numpy(),
+                "8 rotations": maps, "8 rotations + DepthMaxPool": self.pool_8(torch.from_numpy(maps)).numpy()}
+
+
+def _rotation_changes(banks: _RotationBanks, x: np.ndarray, angles: list[int]) -> dict[str, Any]:
+    """For each bank and angle, the relative change of its maps (turned back to the input's frame) and of
+    each channel's global max when the images turn; and the change that resampling causes by itself."""
+    global_max = L.GlobalMaxPooling2D()
+
+    def maxima(maps: np.ndarray) -> np.ndarray:
+        return global_max(torch.from_numpy(maps)).numpy()  # (N, channels)
+
+    base = banks(x)
+    found = {name: {"filters": (8 if name.startswith("8") else 4) * len(_PATTERNS), "channels": maps.shape[-1],
+                    "maps_change": [], "global_change": []} for name, maps in base.items()}
+    for angle in angles:
+        for name, maps in banks(_rotate(x, angle)).items():
+            found[name]["maps_change"].append(_relative_change(_rotate(maps, -angle), base[name]))
+            found[name]["global_change"].append(_relative_change(maxima(maps), maxima(base[name])))
     # the part of a change that resampling alone causes: the invariant maps turned there and back, no filtering
     invariant = base["8 rotations + DepthMaxPool"]
-    numbers["resampling_alone"] = [change(_rotate(_rotate(invariant, angle), -angle), invariant) for angle in angles]
-    for angle in angles:
-        turned = variants(model.predict(_rotate(x, angle), batch_size=500, verbose=0))
-        for name, maps in turned.items():
-            bank = numbers["banks"][name]
-            bank["maps_change"].append(change(_rotate(maps, -angle), base[name]))  # turned back to the input's frame
-            bank["global_change"].append(change(global_max(torch.from_numpy(maps)).numpy(),
-                                                global_max(torch.from_numpy(base[name])).numpy()))
-    columns = list(numbers["banks"])
+    alone = [_relative_change(_rotate(_rotate(invariant, angle), -angle), invariant) for angle in angles]
+    return {"banks": found, "resampling_alone": alone}
+
+
+def _depthpool_table(numbers: dict[str, Any], size: int, shape: tuple[int, ...]) -> str:
+    columns, angles = list(numbers["banks"]), numbers["angles"]
     header = ["Rotation (degrees)"] + [f"{c.replace(' rotations', ' rotated filters')} "
                                        f"({numbers['banks'][c]['channels']} channels)" for c in columns]
     tables = []
@@ -676,25 +707,23 @@ def _depthpool(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str
                 + ([f"{numbers[extra][i]:.3f}"] if extra else []) for i, angle in enumerate(angles)]
         tables.append(markdown_table(header + (["resampling alone"] if extra else []), rows,
                                      right=[False] + [True] * (len(rows[0]) - 1)))
-    table = (f"The responses of {len(_PATTERNS)} patterns ({', '.join(_PATTERNS)}) drawn as {size}x{size} filters "
-             f"at 4 rotations (every 90 degrees) or 8 (every 45 degrees), with and without DepthMaxPool over each "
-             f"pattern's rotations, to {len(x)} shapes ({x.shape[1]}x{x.shape[2]}) and to the same shapes rotated. "
-             f"Each number is the relative change ||f(rotated x) - f(x)|| / ||f(x)||, mean over the images.\n\n"
-             f"Feature maps, rotated back to the input's frame (the response at each place):\n\n{tables[0]}\n\n"
-             f"Global max of each channel (the response anywhere in the image):\n\n{tables[1]}\n\n"
-             f"Quarter turns are exact (np.rot90); 45-degree turns are resampled bilinearly, there and back for "
-             f"the maps: 'resampling alone' is the change that this causes by itself (the DepthMaxPool(8) maps "
-             f"turned there and back, without filtering the turned image).")
-    plots = [_plot_depthpool(numbers, kernels, x[0, ..., 0], run)]
-    return numbers, table, plots
+    return (f"The responses of {len(_PATTERNS)} patterns ({', '.join(_PATTERNS)}) drawn as {size}x{size} filters "
+            f"at 4 rotations (every 90 degrees) or 8 (every 45 degrees), with and without DepthMaxPool over each "
+            f"pattern's rotations, to {shape[0]} shapes ({shape[1]}x{shape[2]}) and to the same shapes rotated. "
+            f"Each number is the relative change ||f(rotated x) - f(x)|| / ||f(x)||, mean over the images.\n\n"
+            f"Feature maps, rotated back to the input's frame (the response at each place):\n\n{tables[0]}\n\n"
+            f"Global max of each channel (the response anywhere in the image):\n\n{tables[1]}\n\n"
+            f"Quarter turns are exact (np.rot90); 45-degree turns are resampled bilinearly, there and back for "
+            f"the maps: 'resampling alone' is the change that this causes by itself (the DepthMaxPool(8) maps "
+            f"turned there and back, without filtering the turned image).")
 
 
 def _plot_depthpool(numbers: dict[str, Any], kernels: np.ndarray, image: np.ndarray, run: _Run) -> str:
     patterns, rotations = len(numbers["patterns"]), kernels.shape[-1] // len(numbers["patterns"])
-    figure = _figure(12, 5)
+    figure = new_figure(12, 5)
     grid = figure.add_gridspec(2, 2, width_ratios=[1.1, 1])
     bank = kernels[:, :, 0, :].transpose(2, 0, 1).reshape(patterns, rotations, *kernels.shape[:2])  # (p, r, k, k)
-    _montage(figure.add_subplot(grid[:, 0]), bank, row_labels=numbers["patterns"],
+    montage(figure.add_subplot(grid[:, 0]), bank, row_labels=numbers["patterns"],
              column_labels=[f"{45 * r}°" for r in range(rotations)], title="the filters: each pattern, rotated")
     ax = figure.add_subplot(grid[0, 1])
     for name, bank in numbers["banks"].items():
@@ -704,32 +733,6 @@ def _plot_depthpool(numbers: dict[str, Any], kernels: np.ndarray, image: np.ndar
     ax.plot(numbers["angles"], numbers["resampling_alone"], "k:", label="resampling alone")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="filters", title_fontsize=7)
     turned = np.stack([_rotate(image[None, ..., None], angle)[0, ..., 0] for angle in (0, 45, 90, 135)])
-    _montage(figure.add_subplot(grid[1, 1]), turned[None], column_labels=["0°", "45°", "90°", "135°"],
+    montage(figure.add_subplot(grid[1, 1]), turned[None], column_labels=["0°", "45°", "90°", "135°"],
              title="a test input, rotated")
     return _save(figure, run, "depthpool.png")
-
-
-# -- command line -----------------------------------------------------------------------------------
-
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    result = run_experiment(args.name, quick=args.quick, out_dir=args.out, seed=args.seed, data_dir=args.data_dir,
-                            device=args.device)
-    print(result.table_markdown)
-    print(f"\n{result.name}: {result.seconds:.0f} s. Wrote {result.json_path}, {result.markdown_path}"
-          + "".join(f", {path}" for path in result.plots))
-    return 0
-
-
-def add_cli(commands: argparse._SubParsersAction) -> None:
-    """Register `convnet experiment NAME [--quick] [--out DIR] [--seed S] [--data-dir DIR] [--device D]`."""
-    parser = commands.add_parser(
-        "experiment", help="run an experiment behind the README's claims and write its table and plots",
-        description="Run one experiment (" + ", ".join(list_experiments()) + "): print its Markdown table and "
-                    "write results.json, results.md and PNG plots to the output folder.")
-    parser.add_argument("name", metavar="NAME", help="one of: " + ", ".join(list_experiments()))
-    parser.add_argument("--quick", action="store_true", help="the small version (under two minutes on a CPU)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/experiments/NAME[-quick])")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--data-dir", metavar="DIR", help="folder holding fashion-mnist/ (default: $CONVNET_DATA)")
-    parser.add_argument("--device", default="cpu", help="where models train (default: cpu, for repeatable numbers)")
-    parser.set_defaults(run=_cmd_experiment)
