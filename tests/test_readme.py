@@ -1,11 +1,15 @@
-"""The README's Python examples run as written, so they cannot go stale."""
+"""The README's Python examples run as written, and its `>>>` examples as doctests, so they cannot go stale."""
 from __future__ import annotations
 
+import doctest
 import os
 import re
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
+import pytest
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
@@ -58,3 +62,89 @@ def test_the_keras_style_example_runs_as_written(monkeypatch, tmp_path, fashion)
     assert len(scope["history"].history["val_accuracy"]) == 1
     assert np.isfinite(scope["history"].history["loss"]).all()
     assert (tmp_path / "fashion.convnet").exists()
+
+
+# The `>>>` examples: every fenced block that holds them runs as a doctest, its printed output checked
+
+EXCEPTION = re.compile(r"[A-Z]\w*(Error|Exception|Warning): ")
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def doctest_blocks() -> dict[int, str]:
+    """{README line of the opening fence: text} for every fenced block with `>>>` examples, whatever its language."""
+    text = open(README, encoding="utf-8").read()
+    return {text.count("\n", 0, match.start()) + 1: match.group(1)
+            for match in re.finditer(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M) if ">>>" in match.group(1)}
+
+
+def as_doctest(block: str) -> str:
+    """The README shows an exception as Python's last traceback line only (`ValueError: ...`); doctest wants
+    the traceback header before it, and then compares the exception's type and message."""
+    lines, previous = [], ""
+    for line in block.splitlines():
+        if EXCEPTION.match(line) and previous.startswith((">>>", "...")):
+            lines.append("Traceback (most recent call last):")
+        lines.append(line)
+        previous = line
+    return "\n".join(lines) + "\n"
+
+
+def run_doctest(line: int, scope: dict) -> None:
+    test = doctest.DocTestParser().get_doctest(as_doctest(doctest_blocks()[line]), scope, f"README.md:{line}",
+                                               README, line)
+    report: list[str] = []
+    results = doctest.DocTestRunner(optionflags=FLAGS).run(test, out=report.append, clear_globs=False)
+    assert results.attempted > 0
+    assert results.failed == 0, "".join(report)
+
+
+@pytest.fixture
+def earlier_examples(monkeypatch, fashion) -> dict:
+    """The names the `>>>` examples take from the README's earlier ones: `images`, `filters` and `nn` from
+    the seed demo (run as written), and `model`, `layers`, `x_train`, `y_train` from the Keras-style example
+    up to, not including, its 10-epoch `fit`."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: None)
+    scope: dict = {}
+    exec(python_blocks()[0], scope)
+    plt.close("all")
+    keras_style = python_blocks()[1]
+    exec(keras_style[:keras_style.index("history = model.fit(")], scope)
+    return scope
+
+
+def test_every_doctest_block_is_run():
+    """The tests below cover every `>>>` block: a new block must be given its setup here."""
+    assert set(doctest_blocks()) == set(FAST_BLOCKS) | {lenet5_block()}
+
+
+def lenet5_block() -> int:
+    return next(line for line, block in doctest_blocks().items() if "runs/lenet5" in block)
+
+
+FAST_BLOCKS = [line for line, block in doctest_blocks().items() if "runs/lenet5" not in block]
+
+
+@pytest.mark.parametrize("line", FAST_BLOCKS)
+def test_readme_examples_print_what_the_readme_shows(line, earlier_examples, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_doctest(line, earlier_examples)
+
+
+@pytest.mark.slow
+def test_the_inspection_examples_print_what_the_readme_shows(fashion, tmp_path, monkeypatch):
+    """On the run the README's inspection section describes (`convnet train --model lenet5 --limit 6000
+    --epochs 3 --test-limit 1000 --out runs/lenet5`, seeded) and `boot.png`, the first test image. About a
+    minute on two busy CPU cores."""
+    from PIL import Image
+    (_, _), (x_test, _) = fashion
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(x_test[0]).save("boot.png")
+    command = [sys.executable, "-m", "convnet", "train", "--model", "lenet5", "--limit", "6000", "--epochs", "3",
+               "--test-limit", "1000", "--out", "runs/lenet5", "--verbose", "0"]
+    trained = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr
+    assert "runs/lenet5" in doctest_blocks()[lenet5_block()]
+    run_doctest(lenet5_block(), {})
+    assert {"boot-gradcam.png", "c1.png", "report"} <= set(os.listdir(tmp_path))
