@@ -251,7 +251,7 @@ def _count(stack: list[L.Layer], input_shape: tuple[int, ...], max_real: int) ->
 
 def _seed_trunk(input_shape: tuple[int, int, int]) -> list[L.Layer]:
     """The seed CNN's convolutional layers, unbuilt (zoo.seed_cnn would allocate its whole Dense head)."""
-    return zoo._seed_trunk(input_shape)[:-1]  # without its final Flatten
+    return zoo.seed_trunk(input_shape)[:-1]  # without its final Flatten
 
 
 def _seed_head(gap: bool) -> list[L.Layer]:

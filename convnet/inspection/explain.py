@@ -49,7 +49,7 @@ from convnet._internal.checks import (
 )
 from convnet.inspection import figures
 from convnet.models.sequential import Sequential
-from convnet.training import loop as training
+from convnet.training.inputs import as_inputs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -516,7 +516,7 @@ def top_activations(model: Sequential, layer: Any, filter_index: int, images: An
     channels = row["output_shape"][-1]
     filter_index = check_int("filter_index", filter_index, minimum=0, maximum=channels - 1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    x_all = training.as_inputs(model, images, "images")  # (N, H, W, C), on the CPU
+    x_all = as_inputs(model, images, "images")  # (N, H, W, C), uint8 kept; a tensor keeps its device
     if x_all.dim() != 4:
         raise ValueError(f"`images` must be a batch (N, H, W, C). Received shape {shape_str(x_all.shape)}")
     k = check_int("k", k, minimum=1, maximum=x_all.shape[0])
@@ -540,7 +540,7 @@ def top_activations(model: Sequential, layer: Any, filter_index: int, images: An
     for i, (index, (top, left, bottom, right)) in enumerate(zip(order, boxes)):
         clip_top, clip_left = max(top, 0), max(left, 0)
         clip_bottom, clip_right = min(bottom, height), min(right, width)
-        crop = x_all[index, clip_top:clip_bottom, clip_left:clip_right].float().numpy()  # (h', w', C)
+        crop = x_all[index, clip_top:clip_bottom, clip_left:clip_right].float().cpu().numpy()  # (h', w', C)
         patches[i, clip_top - top:clip_bottom - top, clip_left - left:clip_right - left] = crop
     return TopActivations(layer=target.name, filter_index=filter_index, patches=patches,
                           scores=best.numpy()[order].astype(np.float32), indices=order.astype(np.int64),

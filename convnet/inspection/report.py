@@ -137,7 +137,7 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         ValueError: a folder that is not a finished run (the message says what is missing), an unwritable
             `out_dir`, a bad `limit`.
     """
-    from convnet.datasets.core import get_dataset
+    from convnet.datasets import get_dataset
     from convnet.inspection import viz
     from convnet.models import load_model
     from convnet.runs.train import load_config, load_split, prepare_folder
