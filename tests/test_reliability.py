@@ -7,7 +7,8 @@ must be refused with a ValueError (exit code 2 on the command line) that names t
 
 The command below trains LeNet-5 on 1,080 Fashion-MNIST images for 3 epochs of 17 steps, with a
 checkpoint after every step (`--checkpoint-minutes 0`): about 6 s per process on two CPU cores, of which
-about 4 s are Python and PyTorch starting up.
+about 4 s are Python and PyTorch starting up. One slow test does the same with the seed CNN (dropout) and
+flip-shift augmentation, killed in the middle of an epoch: its random numbers must resume exactly too.
 """
 from __future__ import annotations
 
@@ -205,6 +206,31 @@ def test_sigkill_twice_resumes_twice(reference, tmp_path):
     wait_for(second, reached(run, 2 * STEPS + 5), "global step 39")
     assert kill(second) == -signal.SIGKILL
     resume(run)
+    assert_same_run(run, reference)
+
+
+# The seed CNN, with dropout and random flips and shifts: the random numbers must resume exactly as well
+SEED_TRAIN = ["train", "--model", "seed", "--augment", "flip-shift", "--limit", "512", "--epochs", "2",
+              "--test-limit", "100", "--batch-size", "64", "--checkpoint-minutes", "0", "--verbose", "2", "--seed", "0"]
+SEED_STEPS = 8  # per epoch: 512 images - 51 held out for validation = 461, in batches of 64 (the last of 13)
+
+
+@pytest.mark.slow
+def test_seed_cnn_with_dropout_and_augmentation_killed_mid_epoch_resumes_bitwise(tmp_path):
+    """Dropout masks, flips and shifts draw random numbers at every step: killed in the middle of epoch 2 and
+    resumed, the run must end with the same bytes as the uninterrupted one. About 60 s on two busy cores."""
+    reference = tmp_path / "reference"
+    result = run_convnet(*SEED_TRAIN, "--out", str(reference))
+    assert result.returncode == 0, result.stderr
+    assert position(reference) == (2, 0, 2 * SEED_STEPS)
+    run = tmp_path / "run"
+    process = start_convnet(*SEED_TRAIN, "--out", str(run), log=tmp_path / "killed")
+    wait_for(process, reached(run, SEED_STEPS + 3), f"a checkpoint at global step {SEED_STEPS + 3}")
+    assert kill(process) == -signal.SIGKILL
+    killed_at = position(run)
+    assert killed_at is not None and killed_at[0] == 1 and 0 < killed_at[1] < SEED_STEPS, killed_at  # mid-epoch 2
+    resume(run)
+    assert position(run) == (2, 0, 2 * SEED_STEPS), f"killed at {killed_at}"
     assert_same_run(run, reference)
 
 
