@@ -146,6 +146,15 @@ def test_a_failed_capture_is_rolled_back_and_said_once_at_verbose_level(syntheti
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+def test_fit_says_why_capture_fell_back_once_at_verbose_1_and_2(synthetic, capsys, verbose):
+    model = make(captures=Captures(FailingCapture))
+    images, labels = synthetic
+    model.fit(images[:100], labels[:100], batch_size=32, epochs=2, verbose=verbose)
+    said = capsys.readouterr().err.count("convnet: CUDA graph capture is not possible for this model")
+    assert said == (1 if verbose else 0)
+
+
 def test_an_optimizer_that_refuses_its_capturable_form_is_rolled_back(synthetic):
     """torch's own Adam refuses capturable=True on a CPU, in the warm-up step (after the forward pass moved
     the BatchNorm statistics): its param groups get their float lr and capturable=False back."""

@@ -129,6 +129,7 @@ class Trainer:
         self.nan_guard = next((c for c in callbacks if isinstance(c, TerminateOnNaN)), None)
         self.names = model.metrics_names
         self.engine: Engine = model.engine
+        self.engine.verbose = verbose  # a CUDA-graph fallback is said once at verbose >= 1
         self.schedule = model.optimizer.schedule if model.optimizer is not None else None
         if self.schedule is not None:
             self.schedule.bind(epochs * self.steps)
