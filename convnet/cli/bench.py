@@ -111,7 +111,8 @@ def contestants(config: BenchConfig, device: str
 
     from convnet.training.engine import native_bf16
     python = sys.executable
-    items = [("convnet", [python, "-m", "convnet.cli.bench", "--worker", "convnet"], None)]
+    items: list[tuple[str, list[str], dict[str, str] | None]] = [
+        ("convnet", [python, "-m", "convnet.cli.bench", "--worker", "convnet"], None)]
     left_out: dict[str, str] = {}
     if not config.peers:
         return items, left_out
@@ -243,19 +244,27 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def add_cli(commands: argparse._SubParsersAction) -> None:
+    # the defaults are BenchConfig's, so they are stated once
+    default = BenchConfig()
+    sizes = ",".join(map(str, default.batch_sizes))
     bench = commands.add_parser("bench", help="time fit and predict of the seed CNN against the peers",
-                                description=__doc__.split("\n\n")[0])
-    bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    bench.add_argument("--batch-size", default="32,128", help="comma-separated batch sizes (default: 32,128)")
-    bench.add_argument("--steps", type=int, help="timed steps per measurement (default: 20 on CPU, 300 on GPU)")
-    bench.add_argument("--repeats", type=int, default=3, help="measurements per contestant and batch size")
+                                description=(__doc__ or "").split("\n\n")[0])
+    bench.add_argument("--device", default=default.device, help=f"auto, cpu or cuda (default: {default.device})")
+    bench.add_argument("--batch-size", default=sizes, help=f"comma-separated batch sizes (default: {sizes})")
+    bench.add_argument("--steps", type=int, default=default.steps,
+                       help="timed steps per measurement (default: 20 on CPU, 300 on GPU)")
+    bench.add_argument("--repeats", type=int, default=default.repeats,
+                       help=f"measurements per contestant and batch size (default: {default.repeats})")
     bench.add_argument("--peers", action="store_true", help="also run hand-written PyTorch and, if given, Keras")
-    bench.add_argument("--keras-python", help="a Python with Keras installed (default: $CONVNET_KERAS_PYTHON)")
-    bench.add_argument("--keras-backend", help="Keras backend for the peer (default: tensorflow on CPU, jax on GPU)")
-    bench.add_argument("--data-dir", help="folder holding fashion-mnist (default: $CONVNET_DATA, the cache)")
-    bench.add_argument("--out", default="bench.json", help="where to write the JSON results")
-    bench.add_argument("--predict-images", type=int, default=10000,
-                       help="test images each contestant predicts (default: all 10000)")
+    bench.add_argument("--keras-python", default=default.keras_python,
+                       help="a Python with Keras installed (default: $CONVNET_KERAS_PYTHON)")
+    bench.add_argument("--keras-backend", default=default.keras_backend,
+                       help="Keras backend for the peer (default: tensorflow on CPU, jax on GPU)")
+    bench.add_argument("--data-dir", default=default.data_dir,
+                       help="folder holding fashion-mnist (default: $CONVNET_DATA, the cache)")
+    bench.add_argument("--out", default=default.out, help=f"where to write the JSON results (default: {default.out})")
+    bench.add_argument("--predict-images", type=int, default=default.predict_images,
+                       help=f"test images each contestant predicts (default: all {default.predict_images})")
     bench.set_defaults(run=_cmd_bench)
 
 

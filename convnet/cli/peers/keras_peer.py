@@ -1,7 +1,8 @@
 """Benchmark peer: the seed's own Keras code (Keras 3, any backend). Standalone: it imports keras and
 NumPy only, so it runs in a separate environment where Keras is installed:
 
-    KERAS_BACKEND=tensorflow /path/to/keras-env/bin/python convnet/cli/peers/keras_peer.py --batch-size 128 --steps 20 --data DIR
+    KERAS_BACKEND=tensorflow /path/to/keras-env/bin/python convnet/cli/peers/keras_peer.py \\
+        --batch-size 128 --steps 20 --data DIR
 
 It trains on `warmup` batches first (Keras traces its graph then), times `steps` more, and prints one
 JSON line with images per second for training and for predict.
@@ -10,11 +11,12 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import numpy as np
 
 
-def seed_model(keras):
+def seed_model(keras: Any) -> Any:
     """The seed's CNN, exactly as the seed's Keras code builds it (also used by tests/test_keras_compat.py)."""
     return keras.models.Sequential([
         keras.Input(shape=[28, 28, 1]),
