@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from convnet.training import loop as training
 from convnet.training.engine import JIT_MODES, Engine, resolve_precision
 from convnet.utils import resolve_device
 
+if TYPE_CHECKING:
+    from convnet.callbacks import History
+
 
 class Sequential(torch.nn.Module):
     """A linear stack of layers.
@@ -62,7 +65,7 @@ class Sequential(torch.nn.Module):
     def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
         super().__init__()
         self.name = "sequential" if name is None else check_str("name", name)
-        self._stack = torch.nn.ModuleList()
+        self._stack = torch.nn.ModuleList()  # the layers, registered as submodules; read them through `layers`
         self.input_shape: tuple | None = None
         self._device = torch.device("cpu")
         self.optimizer: optimizers_module.Optimizer | None = None
@@ -70,11 +73,11 @@ class Sequential(torch.nn.Module):
         self.loss: losses_module.Loss | None = None
         self.metrics: list[metrics_module.Metric] = []
         self.stop_training = False
-        self.history = None
+        self.history: History | None = None
         self.metadata: dict[str, Any] = {}  # free-form JSON saved with the model (class names, preprocessing)
         self.precision = "float32"  # engine settings, see compile()
         self.jit = "auto"
-        self._engine = None
+        self._engine: Engine | None = None
         if layers is not None:
             if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
                 raise TypeError(f"`layers` must be a list of layers. Received: layers={describe(layers)}")
@@ -93,7 +96,7 @@ class Sequential(torch.nn.Module):
                 raise ValueError("an Input layer must come first in a Sequential model")
             self.input_shape = layer.shape
             return
-        names = {existing.name for existing in self._stack}
+        names = {existing.name for existing in self.layers}
         if layer.name in names:
             if not layer._auto_named:
                 raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
@@ -113,25 +116,25 @@ class Sequential(torch.nn.Module):
         """Remove and return the last layer."""
         if not self._stack:
             raise ValueError("the model has no layers to pop")
-        layer = self._stack[-1]
+        layer = self.layers[-1]
         del self._stack[-1]
         self._rebuild_optimizer()
         return layer
 
     @property
     def layers(self) -> list[Layer]:
-        return list(self._stack)
+        return cast(list[Layer], list(self._stack))
 
     @property
     def built(self) -> bool:
-        return self.input_shape is not None and all(layer.built for layer in self._stack)
+        return self.input_shape is not None and all(layer.built for layer in self.layers)
 
     @property
     def output_shape(self) -> tuple | None:
         if self.input_shape is None:
             return None
         shape = self.input_shape
-        for layer in self._stack:
+        for layer in self.layers:
             shape = layer.compute_output_shape(shape)
         return shape
 
@@ -142,7 +145,7 @@ class Sequential(torch.nn.Module):
             raise ValueError(f"the model was built for inputs {shape_str((None, *self.input_shape))}; received "
                              f"input_shape {shape_str((None, *shape))}")
         self.input_shape = shape
-        for layer in self._stack:
+        for layer in self.layers:
             shape = layer.build_for(shape)
         self.to(self._device)
         self._rebuild_optimizer()
@@ -152,11 +155,11 @@ class Sequential(torch.nn.Module):
         if index is not None:
             if not isinstance(index, int) or not -len(self._stack) <= index < len(self._stack):
                 raise ValueError(f"`index` must be an integer in [0, {len(self._stack) - 1}]. Received: index={index!r}")
-            return self._stack[index]
-        for layer in self._stack:
+            return self.layers[index]
+        for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise unknown_name("layer", name, [layer.name for layer in self._stack], argument="name", sort=False)
+        raise unknown_name("layer", name, [layer.name for layer in self.layers], argument="name", sort=False)
 
     # -- computing --------------------------------------------------------------------------------
     def forward(self, x: Any) -> torch.Tensor:
@@ -167,7 +170,7 @@ class Sequential(torch.nn.Module):
         if not self.built:
             self._check_batch(x)
             self.build(tuple(x.shape[1:]))
-        for layer in self._stack:
+        for layer in self.layers:
             x = layer(x)
         return x
 
@@ -180,7 +183,7 @@ class Sequential(torch.nn.Module):
     def output_activation(self) -> str | None:
         """The name of the final layer's activation when it is one a loss can take in log space ("softmax" or
         "sigmoid"), else None."""
-        last = self._stack[-1] if self._stack else None
+        last = self.layers[-1] if self.layers else None
         name = getattr(last, "activation_name", None)
         return name if name in ("softmax", "sigmoid") and hasattr(last, "pre_activation") else None
 
@@ -189,13 +192,14 @@ class Sequential(torch.nn.Module):
         pass for a model without one. Losses and gradients computed from logits are exact in log space."""
         if self.output_activation is None:
             return self.forward(x)
-        for layer in self._stack[:-1]:
+        *body, last = self.layers
+        for layer in body:
             x = layer(x)
-        return self._stack[-1].pre_activation(x)
+        return cast(Any, last).pre_activation(x)  # output_activation says the last layer has one
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """The final activation applied to `logits` (what `logits` left out)."""
-        return self._stack[-1].activation(logits) if self.output_activation is not None else logits
+        return cast(Any, self.layers[-1]).activation(logits) if self.output_activation is not None else logits
 
     # -- device -----------------------------------------------------------------------------------
     @property
@@ -265,11 +269,12 @@ class Sequential(torch.nn.Module):
     @property
     def engine(self) -> Engine:
         """How steps execute on this model's device (precision, channels_last, CUDA graphs): training/engine.py."""
-        if self._engine is None or self._engine.device != self.device:
-            if self._engine is not None:
-                self._engine.release()
-            self._engine = Engine(self, precision=self.precision, jit=self.jit)
-        return self._engine
+        engine = self._engine
+        if engine is None or engine.device != self.device:
+            if engine is not None:
+                engine.release()
+            engine = self._engine = Engine(self, precision=self.precision, jit=self.jit)
+        return engine
 
     @property
     def compiled(self) -> bool:
@@ -284,7 +289,7 @@ class Sequential(torch.nn.Module):
         if self.optimizer_ is not None:
             return float(self.optimizer_.param_groups[0]["lr"])
         if self.optimizer is not None:
-            return self.optimizer.learning_rate
+            return self.optimizer.initial_rate
         raise ValueError("the model has no optimizer; call compile() first")
 
     @learning_rate.setter
@@ -334,7 +339,7 @@ class Sequential(torch.nn.Module):
     # -- weights ----------------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
         """All weights in Keras's order and layouts (layer by layer)."""
-        return [w for layer in self._stack for w in layer.get_weights()]
+        return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Load weights in Keras's order and layouts, e.g. from `keras_model.get_weights()`."""
@@ -342,17 +347,17 @@ class Sequential(torch.nn.Module):
             raise ValueError("set_weights: the model is not built; give it an input shape first")
         if not isinstance(weights, (list, tuple)):
             raise TypeError(f"set_weights expects a list of arrays. Received: {describe(weights)}")
-        expected = sum(len(layer.weights) for layer in self._stack)
+        expected = sum(len(layer.weights) for layer in self.layers)
         if len(weights) != expected:
             raise ValueError(f"set_weights: the model has {expected} weight arrays, received {len(weights)}")
         position = 0
-        for layer in self._stack:
+        for layer in self.layers:
             count = len(layer.weights)
             layer.set_weights(list(weights[position:position + count]))
             position += count
 
     def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self._stack)
+        return sum(layer.count_params() for layer in self.layers)
 
     # -- inspection -------------------------------------------------------------------------------
     def layer_table(self) -> list[dict[str, Any]]:
@@ -365,10 +370,10 @@ class Sequential(torch.nn.Module):
         shape = self.input_shape
         field: list[tuple[float, float, float]] | None = [(1, 1, 0.0), (1, 1, 0.0)] if len(shape) == 3 else None
         rows = []
-        for layer in self._stack:
+        for layer in self.layers:
             out_shape = layer.compute_output_shape(shape)
             geometry = layer.geometry(shape) if field is not None else None
-            if geometry is None:
+            if geometry is None or field is None:
                 field = None
             else:
                 field = [(size + (k - 1) * jump, jump * s, start + ((k - 1) / 2 - pad) * jump)
@@ -412,10 +417,10 @@ class Sequential(torch.nn.Module):
     # -- configuration and files --------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "input_shape": None if self.input_shape is None else list(self.input_shape),
-                "layers": [layers_module.serialize(layer) for layer in self._stack]}
+                "layers": [layers_module.serialize(layer) for layer in self.layers]}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: Any = None) -> Sequential:
+    def from_config(cls, config: Any, device: Any = None) -> Sequential:
         """The model a `get_config()` describes, its weights freshly initialised on `device` (default: CPU;
         "meta" builds shapes only, allocating nothing)."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
@@ -448,7 +453,7 @@ class Sequential(torch.nn.Module):
         load_weights(self, filepath)
 
     def __repr__(self) -> str:
-        inner = ",\n".join(f"  {layer!r}" for layer in self._stack)
+        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
         shape = "" if self.input_shape is None else f"input_shape={shape_str(self.input_shape)}, "
         return f"Sequential({shape}name={self.name!r}, layers=[\n{inner}\n])"
 

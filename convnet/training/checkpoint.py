@@ -14,13 +14,13 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from convnet._internal.fileformat import check_tensors, decode, encode
-from convnet._internal.files import atomic_write
+from convnet._internal.files import atomic_write, probe_folder
 
 if TYPE_CHECKING:
     from convnet.models.sequential import Sequential
@@ -56,17 +56,28 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any])
     return {"data_sha256": digest.hexdigest(), **settings}
 
 
+def _numpy_state() -> tuple[Any, ...]:
+    """NumPy's legacy global generator state: (kind, keys, position, has_gauss, cached)."""
+    return cast(tuple[Any, ...], np.random.get_state(legacy=True))
+
+
+def _optimizer(model: Sequential) -> torch.optim.Optimizer:
+    if model.optimizer_ is None:
+        raise ValueError(f"{model.name}: the model has no optimizer to checkpoint; compile it first")
+    return model.optimizer_
+
+
 def _rng_tensors() -> dict[str, torch.Tensor]:
     tensors = {"rng/torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/torch_cuda/{index}"] = state
-    tensors["rng/numpy_keys"] = torch.from_numpy(np.random.get_state()[1].astype(np.int64))
+    tensors["rng/numpy_keys"] = torch.from_numpy(_numpy_state()[1].astype(np.int64))
     return tensors
 
 
 def _rng_json() -> dict[str, Any]:
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    kind, _, position, has_gauss, cached = _numpy_state()
     version, state, gauss = random.getstate()
     return {"numpy": [kind, int(position), int(has_gauss), float(cached)],
             "python": [version, list(state), gauss]}
@@ -131,7 +142,7 @@ def save(folder: str, model: Sequential, state: TrainingState, best: bool = Fals
     tensors = {f"model/{key}": value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     if not all(bool(torch.isfinite(value).all()) for value in tensors.values() if value.is_floating_point()):
         return None
-    optimizer_tensors, optimizer_json = _optimizer_parts(model.optimizer_)
+    optimizer_tensors, optimizer_json = _optimizer_parts(_optimizer(model))
     tensors.update(optimizer_tensors)
     tensors.update(_rng_tensors())
     if state.totals is not None:
@@ -176,9 +187,10 @@ def load(folder: str, model: Sequential) -> TrainingState:
                               totals=tensors.get("state/totals"), order=tensors.get("state/order"),
                               callbacks=_callback_entries(tensors, saved.get("callbacks", [])))
         optimizer_state = _optimizer_state(tensors, config["optimizer"])
-        _check_optimizer_state(optimizer_state, model.optimizer_)
+        optimizer = _optimizer(model)
+        _check_optimizer_state(optimizer_state, optimizer)
         model.load_state_dict(weights)
-        model.optimizer_.load_state_dict(optimizer_state)
+        optimizer.load_state_dict(optimizer_state)
         _restore_rng(tensors, config)
     except ValueError as error:
         if str(error).startswith(path):
@@ -262,23 +274,13 @@ def estimated_size(model: Sequential) -> int:
 
 def check_room(folder: str, model: Sequential) -> None:
     """Fail now, not after an hour, when `folder` cannot take a checkpoint (twice: temporary + old file)."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"the checkpoint folder {folder!r} cannot be created: {error.strerror or error}") from None
+    probe_folder(folder, "checkpoint folder")
     remove_stale_temporaries(folder)
     needed = 2 * estimated_size(model)
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise ValueError(f"the checkpoint folder {folder!r} has {free / 2**20:.1f} MiB free; a checkpoint of this "
                          f"model needs about {needed / 2**20:.1f} MiB (temporary file included)")
-    probe = os.path.join(folder, ".write-test")
-    try:
-        with open(probe, "wb") as stream:
-            stream.write(b"ok")
-        os.unlink(probe)
-    except OSError as error:
-        raise ValueError(f"the checkpoint folder {folder!r} is not writable: {error.strerror or error}") from None
 
 
 def remove_stale_temporaries(folder: str) -> None:
