@@ -122,7 +122,9 @@ def test_unwritable_output_folder_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert main(["train", "--out", str(blocker / "run"), "--limit", "100"]) == 2
-    assert "is not writable" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"convnet train: error: the output folder '{blocker / 'run'}' is not writable")
+    assert "Epoch" not in captured.out and blocker.read_text() == "not a folder"
 
 
 def test_predict_refuses_non_images_and_non_models(quick_run, tmp_path, capsys):

@@ -252,13 +252,20 @@ def test_sigint_saves_a_checkpoint_says_how_to_resume_and_exits_130(reference, t
 
 
 def test_second_sigint_aborts_at_once_and_keeps_the_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    process = start_convnet(*TRAIN, "--out", str(run), log=tmp_path / "aborted")
-    wait_for(process, reached(run, 3), "global step 3")
+    """The first Ctrl-C asks for a checkpoint at the end of the step; a second one, sent once the first was
+    handled (two signals sent together arrive as one), ends the command at once. Steps of 1080 images, so
+    that the second lands before the step ends."""
+    run, err = tmp_path / "run", Path(f"{tmp_path / 'aborted'}.err")
+    process = start_convnet(*TRAIN, "--batch-size", "1080", "--out", str(run), log=tmp_path / "aborted")
+    wait_for(process, reached(run, 1), "the checkpoint after the first step")
     process.send_signal(signal.SIGINT)
+    wait_for(process, lambda: "Interrupted: finishing the current step" in err.read_text(), "the first SIGINT's notice")
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=TIMEOUT_S) == 130
-    decode(str(run / "checkpoints" / checkpoint.LAST), "checkpoint")
+    stderr = err.read_text()
+    assert stderr.strip().splitlines()[-1] == "convnet train: interrupted", stderr  # not the save-and-stop path
+    assert "Resume with" not in stderr and not (run / "model.convnet").exists()
+    decode(str(run / "checkpoints" / checkpoint.LAST), "checkpoint")  # the last one written is intact
 
 
 # 3. Damaged files: load_model, fit(resume=True) and `convnet train --resume`
