@@ -96,6 +96,3 @@ def get_model(name: str, **kwargs: Any) -> Sequential:
         ValueError: an unknown name (with close matches).
     """
     return MODELS.get(name, argument="model")(**kwargs)
-
-
-_seed_trunk = seed_trunk  # the older private name, until convnet.inspection.experiments uses seed_trunk
