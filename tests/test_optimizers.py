@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ RTOL = 1e-6
 
 # For each optimizer, the settings to try besides the defaults (issue 8: weight decay, amsgrad, nesterov,
 # centered, momentum). Every name gets a weight-decay setting and a larger rate.
-SETTINGS = {
+SETTINGS: dict[str, list[dict[str, Any]]] = {
     "sgd": [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.5, "weight_decay": 0.1}],
     "adam": [{"amsgrad": True}, {"amsgrad": True, "weight_decay": 0.05}, {"beta_1": 0.5, "epsilon": 1e-3}],
     "adamw": [{"amsgrad": True}, {"weight_decay": 0.3}],
@@ -31,7 +32,7 @@ SETTINGS = {
     "adagrad": [{"initial_accumulator_value": 0.5, "epsilon": 1e-3}],
     "adamax": [{"beta_1": 0.5, "beta_2": 0.9}],
 }
-CASES = [(name, {}) for name in optimizers.list_optimizers()] + \
+CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in optimizers.list_optimizers()] + \
         [(name, {"weight_decay": 0.02}) for name in optimizers.list_optimizers() if name != "adamw"] + \
         [(name, {"learning_rate": 0.1}) for name in optimizers.list_optimizers()] + \
         [(name, setting) for name, settings in SETTINGS.items() for setting in settings]
@@ -240,7 +241,7 @@ def test_names_are_a_registry_with_patterns_and_suggestions():
     (lambda: optimizers.SGD(momentum=1.5), ValueError, r"momentum"),
     (lambda: optimizers.RMSprop(centered=1), TypeError, r"`centered` must be True or False. Received: centered=1"),
     (lambda: optimizers.Nadam(learning_rate=0), ValueError, r"learning_rate"),
-    (lambda: optimizers.get(3), TypeError, r"`optimizer` must be a name such as 'nadam'.*Received: optimizer=3"),
+    (lambda: optimizers.get(3), TypeError, r"`optimizer` must be a name such as 'nadam'.*Received: optimizer=3"),  # type: ignore[arg-type]
 ])
 def test_bad_arguments_are_refused(call, error, message):
     with pytest.raises(error, match=message):
@@ -279,7 +280,22 @@ def test_keras_defaults_are_ours(keras, name):
     assert {key: config[key] for key in ours} == pytest.approx(ours)
 
 
-KERAS_CASES = [(name, {}) for name in optimizers.list_optimizers()] + \
+@pytest.mark.keras
+@pytest.mark.parametrize("name, hyper", CASES, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in h.items()) or 'defaults'}"
+                                                     for n, h in CASES])
+def test_keras_optimizer_given_the_same_gradients_makes_the_same_steps(keras, name, hyper):
+    """Real Keras's optimizer against ours on the same float32 weights and gradients, no model in between."""
+    weights, grads = random_weights(dtype=np.float32), random_gradients(dtype=np.float32)
+    variables = [keras.Variable(w) for w in weights]
+    keras_optimizer = getattr(keras.optimizers, KERAS_CLASSES[name])(**hyper)
+    for step in grads:
+        keras_optimizer.apply(step, variables)
+    got, _ = run_convnet(name, hyper, weights, grads)
+    for g, v, s in zip(got, variables, weights):
+        np.testing.assert_allclose(g - s, keras.ops.convert_to_numpy(v) - s, rtol=1e-4, atol=1e-6)
+
+
+KERAS_CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in optimizers.list_optimizers()] + \
               [("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}), ("adam", {"amsgrad": True}),
                ("rmsprop", {"centered": True, "momentum": 0.5}), ("nadam", {"weight_decay": 0.01}),
                # where epsilon's place shows (torch's Adagrad and Adamax put it elsewhere, 1e-6 apart at defaults)
