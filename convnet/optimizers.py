@@ -65,6 +65,11 @@ def _add_ratio(target: torch.Tensor, numerator: torch.Tensor, denominator: torch
         target.addcdiv_(numerator, denominator, value=scale)
 
 
+def _scalar_dtype(param: torch.Tensor) -> torch.dtype:
+    """The dtype of a parameter's 0-d state: its own, but at least float32 (a bfloat16 count stops at 256)."""
+    return torch.promote_types(param.dtype, torch.float32)
+
+
 class TorchOptimizer(torch.optim.Optimizer):
     """A torch optimizer that applies a Keras 3 rule (the subclass's `update`) to each parameter.
 
@@ -74,14 +79,15 @@ class TorchOptimizer(torch.optim.Optimizer):
     this step (Keras's `local_step = iterations + 1`).
 
     The state is created here, not at the first step, so that it exists before a CUDA graph is captured
-    and keeps its address: per parameter, `step` (0-d, the parameter's dtype, as Keras casts `iterations`)
-    and the rule's `state_names`, zeros of the parameter's shape unless `initial_state` says otherwise.
+    and keeps its address: per parameter, `step` (0-d, in the parameter's dtype as Keras casts `iterations`,
+    at least float32 so that it counts exactly) and the rule's `state_names`, zeros of the parameter's shape
+    unless `initial_state` says otherwise.
 
     Args:
         params: the parameters, or param groups (dicts), as for any torch optimizer.
         defaults: the hyper-parameters, in Keras's names, with `lr` (float or 0-d tensor),
-            `weight_decay` (None for none) and `capturable` (no host sync in the step; always true here,
-            the flag records that the caller may capture it in a CUDA graph).
+            `weight_decay` (None for none) and `capturable` (whether a CUDA graph may capture the step; the
+            step never reads a tensor on the host, whatever the flag says, so this one only records it).
     """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
@@ -104,7 +110,7 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     def _new_state(self, param: torch.Tensor, group: dict[str, Any]) -> None:
         state = self.state[param]
-        state["step"] = torch.zeros((), dtype=param.dtype, device=param.device)
+        state["step"] = torch.zeros((), dtype=_scalar_dtype(param), device=param.device)
         for name in self.state_names(group):
             state[name] = self.initial_state(name, param, group)
 
@@ -247,7 +253,7 @@ class TorchNadam(TorchOptimizer):
 
     def initial_state(self, name: str, param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         if name == "u_product":  # Keras keeps one for all variables; each parameter's copy is the same
-            return torch.ones((), dtype=param.dtype, device=param.device)
+            return torch.ones((), dtype=_scalar_dtype(param), device=param.device)
         return super().initial_state(name, param, group)
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],

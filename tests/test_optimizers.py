@@ -191,6 +191,15 @@ def test_state_exists_before_the_first_step_with_keras_initial_values():
     assert optimizers.Nadam().build([param]).state[param]["u_product"].item() == 1.0
 
 
+def test_the_step_count_of_bfloat16_parameters_counts_past_256():
+    param = torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))
+    optimizer = optimizers.Adam().build([param])
+    for _ in range(300):
+        param.grad = torch.ones(2, dtype=torch.bfloat16)
+        optimizer.step()
+    assert optimizer.state[param]["step"].item() == 300
+
+
 def test_parameters_without_gradients_are_left_alone():
     used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
     optimizer = optimizers.AdamW().build([used, unused])
