@@ -49,7 +49,7 @@ from convnet._internal.checks import (
 )
 from convnet.inspection import figures
 from convnet.models.sequential import Sequential
-from convnet.training.inputs import as_inputs
+from convnet.training.inputs import as_inputs, to_tensor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,17 +102,7 @@ def prepare_image(model: Sequential, image: Any, argument: str = "image") -> tor
     antialiased), each with a UserWarning. Raises TypeError for non-numeric input, ValueError for a batch of
     several images or channels that cannot be converted.
     """
-    if isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-    elif isinstance(image, (np.ndarray, list, tuple)):
-        array = np.asarray(image)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    else:
-        raise TypeError(f"`{argument}` must be a NumPy array or a torch.Tensor. Received: {argument}={describe(image)}")
-    if tensor.is_complex():
-        raise TypeError(f"`{argument}` must hold real numbers. Received: {argument}={describe(tensor)}")
+    tensor = to_tensor(image, argument).cpu()
     _warn_scale(model, tensor.dtype, argument)
     received = tuple(tensor.shape)
     if tensor.dim() == 4 and tensor.shape[0] == 1:

@@ -15,6 +15,28 @@ if TYPE_CHECKING:
     from convnet.models.sequential import Sequential
 
 
+def to_tensor(x: Any, argument: str = "x") -> torch.Tensor:
+    """`x` (a NumPy array, nested lists or a tensor) as a tensor of real numbers, its dtype unchanged; a
+    tensor keeps its device and is detached. The type checks every input path shares: `as_inputs` for
+    batches, `explain.prepare_image` for one image.
+
+    Raises:
+        TypeError: `x` is neither an array nor a tensor, or does not hold real numbers (`argument` names it).
+    """
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach()
+    elif isinstance(x, (np.ndarray, list, tuple)):
+        array = np.asarray(x)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    else:
+        raise TypeError(f"`{argument}` must be a NumPy array or a torch.Tensor. Received: {argument}={describe(x)}")
+    if tensor.is_complex():
+        raise TypeError(f"`{argument}` must hold real numbers. Received: {argument}={describe(tensor)}")
+    return tensor
+
+
 def as_inputs(model: Sequential | None, x: Any, argument: str = "x") -> torch.Tensor:
     """`x` (a NumPy array, nested lists or a tensor) as an NHWC batch tensor of the model's input shape.
 
@@ -26,19 +48,9 @@ def as_inputs(model: Sequential | None, x: Any, argument: str = "x") -> torch.Te
         TypeError: `x` is not an array or tensor of real numbers (`argument` names it).
         ValueError: its shape is not (N, *model.input_shape), or it holds no sample.
     """
-    if isinstance(x, torch.Tensor):
-        tensor = x.detach()
-    elif isinstance(x, (np.ndarray, list, tuple)):
-        array = np.asarray(x)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"`{argument}` must hold numbers. Received: {argument}={describe(array)}")
-        if array.dtype not in (np.float32, np.uint8):  # bool, ints, float64...: float32, as Keras
-            array = array.astype(np.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    else:
-        raise TypeError(f"`{argument}` must be a NumPy array or a torch.Tensor. Received: {argument}={describe(x)}")
-    if tensor.is_complex():
-        raise TypeError(f"`{argument}` must hold real numbers. Received: {argument}={describe(tensor)}")
+    tensor = to_tensor(x, argument)
+    if not isinstance(x, torch.Tensor) and tensor.dtype not in (torch.float32, torch.uint8):
+        tensor = tensor.float()  # bool, ints, float64...: float32, as Keras
     expected = None if model is None else model.input_shape
     if expected is None:
         if tensor.dim() < 2:
