@@ -918,3 +918,31 @@ def test_gradients_flow_through_a_model():
     assert len(trainable) == 2 + 2 + 2 + 2  # two convs, BN gamma/beta, dense
     for parameter_name, parameter in trainable:
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
+
+
+def test_get_weights_returns_copies_that_training_does_not_change():
+    """A bias's float32 CPU tensor and a channels_last kernel are already "contiguous" in Keras's layout:
+    without a copy the arrays would share memory with the parameters and change as training goes on."""
+    model = convnet.models.Sequential([layers.Input(shape=(6, 6, 1)), layers.Conv2D(2, 3), layers.Flatten(),
+                                       layers.Dense(3)])
+    model.compile(optimizer="sgd", loss="mse", device="cpu")
+    before = model.get_weights()
+    kept = [array.copy() for array in before]
+    params = [p.detach().numpy() for p in model.parameters()]
+    assert not any(np.shares_memory(array, param) for array in before for param in params)
+    model.fit(np.ones((4, 6, 6, 1), np.float32), np.ones((4, 3), np.float32), epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, kept))
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), kept))
+
+
+def test_registering_the_same_definition_again_replaces_it():
+    """Re-running a notebook cell defines a new class object with the same module and name: it takes the
+    old one's place, where a different class of that name is refused."""
+    def define():
+        @layers.register
+        class Twice(layers.Layer):
+            pass
+        return Twice
+
+    first, second = define(), define()
+    assert first is not second and layers.get_layer_class("Twice") is second

@@ -65,6 +65,14 @@ class Registry(Generic[T]):
 
         return add if item is None else add(item)
 
+    def replace(self, name: str, item: T) -> T:
+        """Put `item` in place of the one registered as `name` (which must exist); returns it."""
+        key = self._normalise(check_str("name", name))
+        if key not in self._items:
+            raise unknown_name(self.kind, name, self._items)
+        self._items[key] = item
+        return item
+
     def get(self, name: object, argument: str | None = None) -> T:
         """The item called `name`; `argument` names the caller's argument in the error.
 

@@ -161,7 +161,7 @@ def resolve_layer(model: Sequential, layer: Any, *, need: str = "spatial", op: s
         found = model.layers[layer]
     elif isinstance(layer, layers_module.Layer):
         if not any(item is layer for item in model.layers):
-            raise ValueError(f"`layer` {layer._label()} is not a layer of {model.name}; its layers are "
+            raise ValueError(f"`layer` {layer.label} is not a layer of {model.name}; its layers are "
                              f"{', '.join(names)}")
         found = layer
     else:

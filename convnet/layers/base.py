@@ -55,6 +55,8 @@ def register(cls: type[Layer]) -> type[Layer]:
         existing = LAYER_CLASSES.get(name)
         if existing is cls:
             return cls  # decorated twice: nothing to do
+        if (existing.__module__, existing.__qualname__) == (cls.__module__, cls.__qualname__):
+            return LAYER_CLASSES.replace(name, cls)  # the same definition run again (a notebook cell)
         raise ValueError(f"register: a layer class named {name!r} is already registered "
                          f"({existing.__module__}.{existing.__qualname__}), and a saved model names its layers' "
                          f"classes by name only; give the class another name. Received: {describe(cls)}")
@@ -352,10 +354,12 @@ def to_keras_layout(tensor: torch.Tensor, layout: str) -> torch.Tensor:
     """A stored weight as a float32 CPU copy in Keras's layout."""
     tensor = tensor.detach().cpu().float()
     if layout == "hwio":
-        return oihw_to_hwio(tensor).contiguous()  # (O, I, kh, kw) -> (kh, kw, I, O)
-    if layout == "io":
-        return tensor.t().contiguous()  # (O, I) -> (I, O)
-    return tensor.contiguous()
+        tensor = oihw_to_hwio(tensor)  # (O, I, kh, kw) -> (kh, kw, I, O)
+    elif layout == "io":
+        tensor = tensor.t()  # (O, I) -> (I, O)
+    # always a copy: .contiguous() alone returns the parameter itself for a CPU float32 bias (or a
+    # channels_last kernel), and the user's saved arrays would then change as training goes on
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def keras_layout_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -426,9 +430,9 @@ def serialize(layer: Layer) -> dict[str, Any]:
     """
     name = type(layer).__name__
     if name not in LAYER_CLASSES or LAYER_CLASSES.get(name) is not type(layer):
-        raise ValueError(f"{layer._label()}: its class is not registered, so a file could not name it; decorate "
+        raise ValueError(f"{layer.label}: its class is not registered, so a file could not name it; decorate "
                          f"the class with @convnet.layers.register")
     if hasattr(layer, "activation_name") and layer.activation_name is None:
-        raise ValueError(f"{layer._label()}: a custom activation callable cannot be saved (files never carry "
+        raise ValueError(f"{layer.label}: a custom activation callable cannot be saved (files never carry "
                          f"code); use a named activation ({', '.join(activations.list_activations())})")
     return {"class_name": name, "config": layer.get_config()}

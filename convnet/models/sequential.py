@@ -98,7 +98,7 @@ class Sequential(torch.nn.Module):
             return
         names = {existing.name for existing in self.layers}
         if layer.name in names:
-            if not layer._auto_named:
+            if not layer.auto_named:
                 raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
             base, index = layer.name, 1
             while f"{base}_{index}" in names:
