@@ -103,9 +103,14 @@ class TorchOptimizer(torch.optim.Optimizer):
     def initial_state(self, name: str, param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         return torch.zeros_like(param, memory_format=torch.preserve_format)
 
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The factors every parameter of `group` shares at this step, from the first parameter's `state`
+        (its `step` is t, 1 at the first step): computed once per group, not once per parameter."""
+        return {}
+
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
-        """Keras's `update_step` for one parameter, in place; `state["step"]` is t (1 at the first step)."""
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
+        """Keras's `update_step` for one parameter, in place."""
         raise NotImplementedError
 
     def _new_state(self, param: torch.Tensor, group: dict[str, Any]) -> None:
@@ -147,17 +152,20 @@ class TorchOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            if any(param.grad.is_sparse for param in params):
+                raise TypeError(f"{type(self).__name__} does not take sparse gradients")
+            states = [self._state_of(param, group) for param in params]
+            torch._foreach_add_([state["step"] for state in states], 1)
+            # the group's parameters step together, as Keras's one `iterations` counter: t is the first's
+            scalars = self.scalars(group, states[0])
             lr, weight_decay = group["lr"], group["weight_decay"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise TypeError(f"{type(self).__name__} does not take sparse gradients")
-                state = self._state_of(param, group)
-                state["step"].add_(1)
+            for param, state in zip(params, states):
                 if weight_decay is not None:  # base_optimizer.py: variable - variable * wd * lr
                     _add_scaled(param, param, -weight_decay * lr)  # not p * (1 - wd * lr): float32 loses the decay
-                self.update(param, param.grad.to(param.dtype), state, group)
+                self.update(param, param.grad.to(param.dtype), state, group, scalars)
         return loss
 
 
@@ -178,7 +186,7 @@ class TorchSGD(TorchOptimizer):
         return ("momentum",) if group["momentum"] != 0 else ()
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
         lr, momentum = group["lr"], group["momentum"]
         if momentum == 0:
             _add_scaled(param, grad, -lr)
@@ -211,16 +219,19 @@ class TorchAdam(TorchOptimizer):
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum", "velocity", "velocity_hat") if group["amsgrad"] else ("momentum", "velocity")
 
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        t = state["step"]
+        return {"-alpha": -group["lr"] * torch.sqrt(1 - group["beta_2"] ** t) / (1 - group["beta_1"] ** t)}
+
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
-        beta_1, beta_2, t = group["beta_1"], group["beta_2"], state["step"]
-        alpha = group["lr"] * torch.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
+        beta_1, beta_2 = group["beta_1"], group["beta_2"]
         m, v = state["momentum"], state["velocity"]
         m.lerp_(grad, 1 - beta_1)  # m + (g - m) * (1 - beta_1)
         v.mul_(beta_2).addcmul_(grad, grad, value=1 - beta_2)  # v + (g ** 2 - v) * (1 - beta_2)
         if group["amsgrad"]:
             v = torch.maximum(state["velocity_hat"], v, out=state["velocity_hat"])
-        _add_ratio(param, m, v.sqrt().add_(group["epsilon"]), -alpha)
+        _add_ratio(param, m, v.sqrt().add_(group["epsilon"]), scalars["-alpha"])
 
 
 class TorchAdamW(TorchAdam):
@@ -256,20 +267,24 @@ class TorchNadam(TorchOptimizer):
             return torch.ones((), dtype=_scalar_dtype(param), device=param.device)
         return super().initial_state(name, param, group)
 
-    def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
-        beta_1, beta_2, t = group["beta_1"], group["beta_2"], state["step"]
-        u_product = state["u_product"]
-        u_product.copy_(u_product * beta_1 * (1.0 - 0.5 * 0.96 ** t))  # Nadam._backend_update_step
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        beta_1, lr, t = group["beta_1"], group["lr"], state["step"]
         u_t = beta_1 * (1.0 - 0.5 * 0.96 ** t)
         u_t1 = beta_1 * (1.0 - 0.5 * 0.96 ** (t + 1))
+        u_product = state["u_product"] * beta_1 * (1.0 - 0.5 * 0.96 ** t)  # Nadam._backend_update_step
+        return {"u_product": u_product, "lr * m": lr * u_t1 / (1 - u_product * u_t1),
+                "lr * g": lr * (1 - u_t) / (1 - u_product), "1 - beta_2 ** t": 1 - group["beta_2"] ** t}
+
+    def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
+        beta_1, beta_2 = group["beta_1"], group["beta_2"]
+        state["u_product"].copy_(scalars["u_product"])
         m, v = state["momentum"], state["velocity"]
         m.lerp_(grad, 1 - beta_1)
         v.mul_(beta_2).addcmul_(grad, grad, value=1 - beta_2)  # v + (g ** 2 - v) * (1 - beta_2)
-        lr = group["lr"]
-        step = m * (lr * u_t1 / (1 - u_product * u_t1))  # lr * m_hat, in two passes
-        step.addcmul_(grad, lr * (1 - u_t) / (1 - u_product))
-        step.div_((v / (1 - beta_2 ** t)).sqrt_().add_(group["epsilon"]))  # / (sqrt(v_hat) + epsilon)
+        step = m * scalars["lr * m"]  # lr * m_hat, in two passes
+        step.addcmul_(grad, scalars["lr * g"])
+        step.div_((v / scalars["1 - beta_2 ** t"]).sqrt_().add_(group["epsilon"]))  # / (sqrt(v_hat) + epsilon)
         param.sub_(step)
 
 
@@ -292,7 +307,7 @@ class TorchRMSprop(TorchOptimizer):
                 *(("average_gradient",) if group["centered"] else ()))
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
         rho, epsilon = group["rho"], group["epsilon"]
         v = state["velocity"]
         v.mul_(rho).addcmul_(grad, grad, value=1 - rho)
@@ -331,7 +346,7 @@ class TorchAdagrad(TorchOptimizer):
         return torch.full_like(param, group["initial_accumulator_value"], memory_format=torch.preserve_format)
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
         accumulator = state["accumulator"]
         accumulator.addcmul_(grad, grad)
         _add_ratio(param, grad, (accumulator + group["epsilon"]).sqrt_(), -group["lr"])
@@ -353,13 +368,15 @@ class TorchAdamax(TorchOptimizer):
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum", "norm")
 
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {"-lr / (1 - beta_1 ** t)": -group["lr"] / (1 - group["beta_1"] ** state["step"])}
+
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
-               group: dict[str, Any]) -> None:
-        beta_1, t = group["beta_1"], state["step"]
+               group: dict[str, Any], scalars: dict[str, Any]) -> None:
         m, u = state["momentum"], state["norm"]
-        m.lerp_(grad, 1 - beta_1)
+        m.lerp_(grad, 1 - group["beta_1"])
         torch.maximum(u.mul_(group["beta_2"]), grad.abs(), out=u)
-        _add_ratio(param, m, u + group["epsilon"], -group["lr"] / (1 - beta_1 ** t))
+        _add_ratio(param, m, u + group["epsilon"], scalars["-lr / (1 - beta_1 ** t)"])
 
 
 # -- the descriptions: Keras's names, defaults and configs ------------------------------------------
