@@ -50,16 +50,11 @@ def test_train_prints_validation_and_test_accuracy(tmp_path, fashion, capsys):
 
 
 def test_train_without_the_data_is_a_usage_error_that_writes_nothing(tmp_path, monkeypatch, capsys):
-    """Missing dataset files are the user's input, not a failed write: exit 2, no advice about free space."""
-    import urllib.error
-    import urllib.request
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline (test)")
-
+    """Missing dataset files are the user's input, not a failed write: exit 2, no advice about free space.
+    Offline is a mirror on a local port that nothing listens on (port 9, discard), so no test downloads."""
     monkeypatch.setenv("CONVNET_DATA", str(tmp_path / "empty"))
     monkeypatch.setenv("CONVNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("CONVNET_MIRROR", "http://127.0.0.1:9/")
     code = main(["train", "--model", "lenet5", "--epochs", "1", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2, err

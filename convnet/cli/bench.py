@@ -152,7 +152,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     check_int("predict_images", config.predict_images, minimum=1)
     for bs in config.batch_sizes:
         check_int("batch_size", bs, minimum=1)
-    from convnet.datasets.core import fashion_mnist
+    from convnet.datasets import fashion_mnist
     (x_train, y_train), (x_test, _) = fashion_mnist.load_data(data_dir=config.data_dir)
     needed = (steps + 3) * max(config.batch_sizes)
     if needed > len(x_train):

@@ -72,7 +72,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from convnet.datasets.core import DatasetNotFoundError
+    from convnet.datasets import DatasetNotFoundError
     from convnet.runs.train import CHECKPOINTS, TrainConfig, load_config, train
     from convnet.training.loop import TrainingInterrupted
     if args.resume:
@@ -118,7 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from convnet.datasets.core import get_dataset
+    from convnet.datasets import get_dataset
     from convnet.runs.train import TrainConfig, load_split
     model = load_model_file(args.model, args.device, compile=True)
     if not model.compiled:
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad usage or input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from convnet.datasets.core import DatasetNotFoundError
+    from convnet.datasets import DatasetNotFoundError
     try:
         return args.run(args)
     except (UsageError, ValueError, TypeError, DatasetNotFoundError, FileNotFoundError) as error:

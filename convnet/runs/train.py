@@ -79,7 +79,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         from convnet import optimizers
-        from convnet.datasets.core import get_dataset
+        from convnet.datasets import get_dataset
         get_dataset(self.dataset, argument="dataset")
         if self.model not in zoo.list_models():
             raise unknown_name("model", self.model, zoo.list_models(), argument="model")
@@ -162,7 +162,7 @@ def prepare_folder(folder: str) -> str:
 
 def load_split(config: TrainConfig) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_val, y_val, x_test, y_test) as float32 in [0, 1] with a channel axis."""
-    from convnet.datasets.core import get_dataset
+    from convnet.datasets import get_dataset
     dataset = get_dataset(config.dataset)
     (x_train, y_train), (x_test, y_test) = dataset.load_data(data_dir=config.data_dir)
     if config.limit is not None:
@@ -199,7 +199,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         convnet.training.TrainingInterrupted: Ctrl-C; a checkpoint was saved first.
     """
     from convnet import losses, optimizers
-    from convnet.datasets.core import get_dataset
+    from convnet.datasets import get_dataset
     config.validate()
     folder = prepare_folder(config.out or default_folder(config))
     if not resume:
