@@ -9,7 +9,7 @@ An optimizer here has two parts:
   same name. The differences are real: Keras's Nadam schedules its momentum with 0.96 ** t, its RMSprop
   and Adagrad divide by sqrt(v + epsilon), its SGD momentum accumulates -lr * g, and its `weight_decay`
   is decoupled (`p -= lr * weight_decay * p` before the update, keras/src/optimizers/base_optimizer.py
-  `_apply_weight_decay`), where PyTorch adds weight_decay * p to the gradient.
+  `_apply_weight_decay`), where torch.optim's SGD, Adam, RMSprop... add weight_decay * p to the gradient.
 
 The learning rate lives in `param_groups[i]["lr"]`, a float or a 0-d tensor (as a CUDA graph needs);
 the state of each parameter is tensors of its shape plus 0-d ones (the step count, Nadam's momentum
@@ -76,7 +76,10 @@ class TorchOptimizer(torch.optim.Optimizer):
     Each step does what Keras's `BaseOptimizer.apply` does without gradient clipping, EMA or gradient
     accumulation: decoupled weight decay, `p -= p * weight_decay * lr` (base_optimizer.py
     `_apply_weight_decay`), when `weight_decay` is set; then the rule's update with `t` = the number of
-    this step (Keras's `local_step = iterations + 1`).
+    this step (Keras's `local_step = iterations + 1`). A param group's parameters step together, as under
+    Keras's one `iterations` counter: t and the factors that depend on it are the group's first parameter's
+    (with a gradient), computed once per step; parameters without a gradient are skipped, as Keras skips
+    variables whose gradient is None.
 
     The state is created here, not at the first step, so that it exists before a CUDA graph is captured
     and keeps its address: per parameter, `step` (0-d, in the parameter's dtype as Keras casts `iterations`,
