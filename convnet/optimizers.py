@@ -49,20 +49,15 @@ Rate = float | torch.Tensor  # a learning rate: a float, or a 0-d tensor on the 
 # grouping changes the rounding by ulps only (tests/test_optimizers.py holds each rule to a NumPy
 # transcription of Keras's source within 1e-6 relative).
 
-def _add_scaled(target: torch.Tensor, tensor: torch.Tensor, scale: Rate) -> None:
-    """target += tensor * scale, in place, for a float scale or a 0-d tensor one (no host sync)."""
-    if isinstance(scale, torch.Tensor):
-        target.addcmul_(tensor, scale)
-    else:
-        target.add_(tensor, alpha=scale)
+def _add_scaled(target: torch.Tensor, tensor: torch.Tensor, scale: torch.Tensor) -> None:
+    """target += tensor * scale, in place; `scale` is a 0-d tensor (no host sync)."""
+    target.addcmul_(tensor, scale)
 
 
-def _add_ratio(target: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor, scale: Rate) -> None:
-    """target += scale * numerator / denominator, in place; one pass when `scale` is a float."""
-    if isinstance(scale, torch.Tensor):
-        target.addcmul_(numerator / denominator, scale)
-    else:
-        target.addcdiv_(numerator, denominator, value=scale)
+def _add_ratio(target: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor,
+               scale: torch.Tensor) -> None:
+    """target += scale * numerator / denominator, in place; `scale` is a 0-d tensor."""
+    target.addcmul_(numerator / denominator, scale)
 
 
 def _scalar_dtype(param: torch.Tensor) -> torch.dtype:
@@ -106,9 +101,10 @@ class TorchOptimizer(torch.optim.Optimizer):
     def initial_state(self, name: str, param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         return torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor], lr: torch.Tensor) -> dict[str, Any]:
         """The factors every parameter of `group` shares at this step, from the first parameter's `state`
-        (its `step` is t, 1 at the first step): computed once per group, not once per parameter."""
+        (its `step` is t, 1 at the first step) and the rate `lr` (0-d): computed once per group, not once per
+        parameter. `update` finds them, with "lr", in its `scalars`."""
         return {}
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
@@ -163,8 +159,12 @@ class TorchOptimizer(torch.optim.Optimizer):
             states = [self._state_of(param, group) for param in params]
             torch._foreach_add_([state["step"] for state in states], 1)
             # the group's parameters step together, as Keras's one `iterations` counter: t is the first's
-            scalars = self.scalars(group, states[0])
-            lr, weight_decay = group["lr"], group["weight_decay"]
+            # the rate as a 0-d tensor in the step's dtype, whether "lr" is a float or a (float64, CUDA-graph)
+            # tensor: one code path, so eager and graphed training compute the same bits
+            step = states[0]["step"]
+            lr = torch.as_tensor(group["lr"], dtype=step.dtype, device=step.device)
+            scalars = {"lr": lr, **self.scalars(group, states[0], lr)}
+            weight_decay = group["weight_decay"]
             for param, state in zip(params, states):
                 if weight_decay is not None:  # base_optimizer.py: variable - variable * wd * lr
                     _add_scaled(param, param, -weight_decay * lr)  # not p * (1 - wd * lr): float32 loses the decay
@@ -190,7 +190,7 @@ class TorchSGD(TorchOptimizer):
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
                group: dict[str, Any], scalars: dict[str, Any]) -> None:
-        lr, momentum = group["lr"], group["momentum"]
+        lr, momentum = scalars["lr"], group["momentum"]
         if momentum == 0:
             _add_scaled(param, grad, -lr)
             return
@@ -222,9 +222,9 @@ class TorchAdam(TorchOptimizer):
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum", "velocity", "velocity_hat") if group["amsgrad"] else ("momentum", "velocity")
 
-    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor], lr: torch.Tensor) -> dict[str, Any]:
         t = state["step"]
-        return {"-alpha": -group["lr"] * torch.sqrt(1 - group["beta_2"] ** t) / (1 - group["beta_1"] ** t)}
+        return {"-alpha": -lr * torch.sqrt(1 - group["beta_2"] ** t) / (1 - group["beta_1"] ** t)}
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
                group: dict[str, Any], scalars: dict[str, Any]) -> None:
@@ -270,8 +270,8 @@ class TorchNadam(TorchOptimizer):
             return torch.ones((), dtype=_scalar_dtype(param), device=param.device)
         return super().initial_state(name, param, group)
 
-    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        beta_1, lr, t = group["beta_1"], group["lr"], state["step"]
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor], lr: torch.Tensor) -> dict[str, Any]:
+        beta_1, t = group["beta_1"], state["step"]
         u_t = beta_1 * (1.0 - 0.5 * 0.96 ** t)
         u_t1 = beta_1 * (1.0 - 0.5 * 0.96 ** (t + 1))
         u_product = state["u_product"] * beta_1 * (1.0 - 0.5 * 0.96 ** t)  # Nadam._backend_update_step
@@ -324,10 +324,10 @@ class TorchRMSprop(TorchOptimizer):
         if group["momentum"] > 0:
             m = state["momentum"]
             m.mul_(group["momentum"])
-            _add_ratio(m, grad, denominator, group["lr"])  # m = momentum * m + increment
+            _add_ratio(m, grad, denominator, scalars["lr"])  # m = momentum * m + increment
             param.sub_(m)
         else:
-            _add_ratio(param, grad, denominator, -group["lr"])
+            _add_ratio(param, grad, denominator, -scalars["lr"])
 
 
 class TorchAdagrad(TorchOptimizer):
@@ -352,7 +352,7 @@ class TorchAdagrad(TorchOptimizer):
                group: dict[str, Any], scalars: dict[str, Any]) -> None:
         accumulator = state["accumulator"]
         accumulator.addcmul_(grad, grad)
-        _add_ratio(param, grad, (accumulator + group["epsilon"]).sqrt_(), -group["lr"])
+        _add_ratio(param, grad, (accumulator + group["epsilon"]).sqrt_(), -scalars["lr"])
 
 
 class TorchAdamax(TorchOptimizer):
@@ -371,8 +371,8 @@ class TorchAdamax(TorchOptimizer):
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum", "norm")
 
-    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {"-lr / (1 - beta_1 ** t)": -group["lr"] / (1 - group["beta_1"] ** state["step"])}
+    def scalars(self, group: dict[str, Any], state: dict[str, torch.Tensor], lr: torch.Tensor) -> dict[str, Any]:
+        return {"-lr / (1 - beta_1 ** t)": -lr / (1 - group["beta_1"] ** state["step"])}
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor],
                group: dict[str, Any], scalars: dict[str, Any]) -> None:
