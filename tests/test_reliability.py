@@ -34,7 +34,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import convnet
-from convnet import layers
+from convnet import layers, zoo
 from convnet._internal.fileformat import decode, encode
 from convnet.training import checkpoint
 
@@ -675,3 +675,18 @@ def assert_finite(tensors: dict[str, torch.Tensor]) -> None:
     for key, tensor in tensors.items():
         if key.startswith(("model/", "optimizer/")) and tensor.is_floating_point():
             assert torch.isfinite(tensor).all(), f"{key} is not finite in the last good checkpoint"
+
+
+def test_the_checkpoint_size_estimate_covers_every_optimizers_state(tmp_path):
+    """check_room refuses a folder too small for a checkpoint: its estimate must not fall short of what
+    `save` writes, for the optimizers with the most state (three moments per weight). The seed CNN's 5.6 MB of
+    weights make the estimate's 1 MB margin too small to hide a missing moment."""
+    from convnet import optimizers
+    for optimizer in (optimizers.Adam(amsgrad=True), optimizers.RMSprop(centered=True, momentum=0.9), "sgd"):
+        model = zoo.seed_cnn()
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", device="cpu")
+        model.fit(np.zeros((8, 28, 28, 1), np.float32), np.zeros(8, np.int64), batch_size=8, verbose=0)
+        folder = tmp_path / type(model.optimizer_).__name__
+        folder.mkdir()
+        checkpoint.save(str(folder), model, checkpoint.TrainingState(history={}))
+        assert (folder / checkpoint.LAST).stat().st_size <= checkpoint.estimated_size(model)

@@ -267,9 +267,14 @@ def exists(folder: str | None) -> bool:
 
 
 def estimated_size(model: Sequential) -> int:
-    """Bytes a checkpoint of `model` takes: weights plus up to two optimizer moments, with a margin."""
+    """Bytes a checkpoint of `model` takes: the weights plus the optimizer's state, measured when it exists
+    (three moments for Adam with amsgrad, or RMSprop centered with momentum), else three moments; with a margin."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return 3 * weights + 1_000_000
+    optimizer = model.optimizer_
+    state = [value for entry in (optimizer.state.values() if optimizer is not None else ())
+             for value in entry.values() if isinstance(value, torch.Tensor)]
+    moments = sum(t.numel() * t.element_size() for t in state) if state else 3 * weights
+    return weights + moments + 1_000_000
 
 
 def check_room(folder: str, model: Sequential) -> None:
