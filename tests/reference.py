@@ -120,7 +120,7 @@ def depth_max_pool_ref(x, k):
     x = np.asarray(x, dtype=np.float64)
     if x.shape[3] % k:
         raise ValueError("k must divide the depth")
-    out = np.zeros(x.shape[:3] + (x.shape[3] // k,))
+    out = np.zeros((*x.shape[:3], x.shape[3] // k))
     for g in range(x.shape[3] // k):
         out[..., g] = x[..., g * k:(g + 1) * k].max(axis=3)
     return out

@@ -74,7 +74,8 @@ def test_duplicate_explicit_names_are_refused():
 
 
 def test_get_layer_unknown_name_lists_close_matches():
-    with pytest.raises(ValueError, match=r"unknown layer 'conv2d_9'\. Did you mean 'conv2d_1' or 'conv2d'\? Available: conv2d, max_pooling2d, "):
+    with pytest.raises(ValueError, match=r"unknown layer 'conv2d_9'\. Did you mean 'conv2d_1' or 'conv2d'\? "
+                                         r"Available: conv2d, max_pooling2d, "):
         tiny_cnn().get_layer("conv2d_9")
 
 
@@ -274,7 +275,8 @@ def test_a_torch_optimizer_can_be_given_directly(synthetic):
     (lambda m, x, y: m.fit(x, y + 1, verbose=0), ValueError, r"labels in \[1, 3\] but the model has 3 outputs"),
     (lambda m, x, y: m.fit(x, y - 1, verbose=0), ValueError, r"labels in \[-1, 1\]"),
     (lambda m, x, y: m.fit(x, y + 0.5, verbose=0), ValueError, "integer class indices"),
-    (lambda m, x, y: m.fit(x[..., :1, :], y, verbose=0), ValueError, r"has shape \(600, 12, 1, 1\) but the model expects \(None, 12, 12, 1\)"),
+    (lambda m, x, y: m.fit(x[..., :1, :], y, verbose=0), ValueError,
+     r"has shape \(600, 12, 1, 1\) but the model expects \(None, 12, 12, 1\)"),
     (lambda m, x, y: m.fit(x, y, batch_size=0, verbose=0), ValueError, "`batch_size` must be >= 1"),
     (lambda m, x, y: m.fit(x, y, batch_size=601, verbose=0), ValueError, r"`batch_size` \(=601\) is larger than"),
     (lambda m, x, y: m.fit(x, y, epochs=0, verbose=0), ValueError, "`epochs` must be >= 1"),
@@ -297,7 +299,8 @@ def test_fit_before_compile_explains():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"optimizer": "nadamm", "loss": "sparse_categorical_crossentropy"}, r"unknown optimizer 'nadamm'\. Did you mean 'nadam'"),
+    ({"optimizer": "nadamm", "loss": "sparse_categorical_crossentropy"},
+     r"unknown optimizer 'nadamm'\. Did you mean 'nadam'"),
     ({"loss": "sparse_categorical_crossentropie"}, r"unknown loss .*Did you mean 'sparse_categorical_crossentropy'"),
     ({"loss": "mse", "metrics": ["acuracy"]}, r"unknown metric 'acuracy'\. Did you mean 'accuracy'"),
     ({"loss": "mse", "metrics": "accuracy"}, r"`metrics` must be a list"),
