@@ -1,6 +1,7 @@
 """Shared fixtures: seeded CPU runs, a small Fashion-MNIST subset, tiny models."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import matplotlib
@@ -74,3 +75,17 @@ def synthetic():
     for image, label in zip(images, labels):
         image[:, 4 * label:4 * label + 4, 0] += 1.0
     return images, labels
+
+
+@pytest.fixture(scope="module")
+def keras():
+    """Real Keras 3, for the `-m keras` tests; skips where it is not installed."""
+    if "KERAS_BACKEND" not in os.environ:  # Keras defaults to TensorFlow; use whichever backend is installed
+        for backend in ("tensorflow", "jax", "torch"):
+            if importlib.util.find_spec(backend) is not None:
+                os.environ["KERAS_BACKEND"] = backend
+                break
+    module = pytest.importorskip("keras")
+    if not module.__version__.startswith("3."):
+        pytest.skip(f"needs Keras 3, found {module.__version__}")
+    return module

@@ -2,7 +2,6 @@
 code in the default suite, real Keras under -m keras), callback state across a killed-and-resumed fit."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -236,17 +235,6 @@ def test_callback_state_round_trips_through_get_state_and_set_state():
 
 
 # -- real Keras 3 ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def keras():
-    if "KERAS_BACKEND" not in os.environ:
-        for backend in ("tensorflow", "jax", "torch"):
-            if importlib.util.find_spec(backend) is not None:
-                os.environ["KERAS_BACKEND"] = backend
-                break
-    module = pytest.importorskip("keras")
-    if not module.__version__.startswith("3."):
-        pytest.skip(f"needs Keras 3, found {module.__version__}")
-    return module
 
 
 @pytest.mark.keras

@@ -458,11 +458,12 @@ def test_explain_passes_options_and_rejects_others(trained):
 
 
 def test_method_options_exist():
+    """Every option a registered method declares is a parameter of the function that computes it."""
     import inspect
-    for name, options in explain._OPTIONS.items():
-        function = explain.saliency if name in ("gradient", "smoothgrad") else explain._METHODS[name]
-        assert set(options) <= set(inspect.signature(function).parameters)
-    assert set(explain._OPTIONS) == set(explain.list_methods())
+    for name, method in explain.METHODS.items():
+        function = explain.saliency if name in ("gradient", "smoothgrad") else method.compute
+        assert set(method.options) <= set(inspect.signature(function).parameters)
+    assert explain.METHODS.names() == explain.list_methods() == ["grad_cam", "gradient", "occlusion", "smoothgrad"]
 
 
 @pytest.mark.gpu

@@ -12,9 +12,6 @@ any backend, e.g. `KERAS_BACKEND=jax python -m pytest tests/test_keras_compat.py
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -185,17 +182,6 @@ def test_published_parameter_counts_and_keras_shapes(build, params, shapes):
 
 # Part 2: real Keras 3
 
-@pytest.fixture(scope="module")
-def keras():
-    if "KERAS_BACKEND" not in os.environ:  # Keras defaults to TensorFlow; use whichever backend is installed
-        for backend in ("tensorflow", "jax", "torch"):
-            if importlib.util.find_spec(backend) is not None:
-                os.environ["KERAS_BACKEND"] = backend
-                break
-    module = pytest.importorskip("keras")
-    if not module.__version__.startswith("3."):
-        pytest.skip(f"needs Keras 3, found {module.__version__}")
-    return module
 
 
 def keras_seed_cnn(keras):

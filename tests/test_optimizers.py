@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
-import os
 from typing import Any
 
 import numpy as np
@@ -264,17 +262,6 @@ def test_doctests():
 
 # -- real Keras 3 ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def keras():
-    if "KERAS_BACKEND" not in os.environ:  # Keras defaults to TensorFlow; use whichever backend is installed
-        for backend in ("tensorflow", "jax", "torch"):
-            if importlib.util.find_spec(backend) is not None:
-                os.environ["KERAS_BACKEND"] = backend
-                break
-    module = pytest.importorskip("keras")
-    if not module.__version__.startswith("3."):
-        pytest.skip(f"needs Keras 3, found {module.__version__}")
-    return module
 
 
 KERAS_CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "rmsprop": "RMSprop",

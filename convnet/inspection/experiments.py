@@ -21,7 +21,6 @@ NAME [--quick]`, is `convnet.cli.experiments`.
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -39,11 +38,11 @@ from convnet import zoo
 from convnet._internal.checks import (
     check_bool,
     check_int,
-    check_str,
     describe,
     unknown_name,
 )
 from convnet._internal.files import atomic_write
+from convnet._internal.registry import Registry
 from convnet._internal.table import markdown_table
 from convnet.inspection.figures import montage, new_figure, save_figure
 from convnet.models.sequential import Sequential
@@ -103,28 +102,25 @@ class Experiment:
     function: Callable[[dict[str, Any], _Run], tuple[dict[str, Any], str, list[str]]]
 
 
-_REGISTRY: dict[str, Experiment] = {}
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def _register(name: str, title: str, claim: str, full: dict[str, Any], quick: dict[str, Any]) -> Callable:
     def decorate(function: Callable) -> Callable:
         assert set(quick) <= set(full), name  # quick overrides some full settings
-        _REGISTRY[name] = Experiment(name, title, claim, full, {**full, **quick}, function)
+        EXPERIMENTS.register(name, Experiment(name, title, claim, full, {**full, **quick}, function))
         return function
     return decorate
 
 
 def list_experiments(pattern: str = "*") -> list[str]:
     """Names of the registered experiments matching a shell-style `pattern`, sorted."""
-    return sorted(fnmatch.filter(_REGISTRY, check_str("pattern", pattern).lower()))
+    return EXPERIMENTS.names(pattern)
 
 
 def get_experiment(name: str, argument: str = "name") -> Experiment:
     """The registered experiment called `name`; ValueError with close matches otherwise."""
-    key = check_str(argument, name).lower()
-    if key not in _REGISTRY:
-        raise unknown_name("experiment", name, _REGISTRY, argument=argument)
-    return _REGISTRY[key]
+    return EXPERIMENTS.get(name, argument=argument)
 
 
 def run_experiment(name: str, quick: bool = False, out_dir: str | os.PathLike | None = None, seed: int = 0,

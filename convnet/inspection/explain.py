@@ -30,7 +30,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from convnet._internal.checks import (
     shape_str,
     unknown_name,
 )
+from convnet._internal.registry import Registry
 from convnet.inspection import figures
 from convnet.models.sequential import Sequential
 from convnet.training.inputs import as_inputs, to_tensor
@@ -563,15 +564,23 @@ def _gradient(model: Sequential, image: Any, class_index: int | None = None) -> 
     return saliency(model, image, method="gradient", class_index=class_index)
 
 
-_METHODS: dict[str, Callable[..., np.ndarray]] = {"gradient": _gradient, "smoothgrad": _smoothgrad,
-                                                  "grad_cam": grad_cam, "occlusion": occlusion}
-_OPTIONS = {"gradient": [], "smoothgrad": ["samples", "noise", "seed"], "grad_cam": ["layer"],
-            "occlusion": ["patch", "stride", "baseline", "batch_size"]}
+class Method(NamedTuple):
+    """An explanation method: the function computing its (H, W) map, and the options it takes."""
+
+    compute: Callable[..., np.ndarray]
+    options: tuple[str, ...]
+
+
+METHODS: Registry[Method] = Registry("explanation method", normalise=str)
+METHODS.register("gradient", Method(_gradient, ()))
+METHODS.register("smoothgrad", Method(_smoothgrad, ("samples", "noise", "seed")))
+METHODS.register("grad_cam", Method(grad_cam, ("layer",)))
+METHODS.register("occlusion", Method(occlusion, ("patch", "stride", "baseline", "batch_size")))
 
 
 def list_methods() -> list[str]:
     """Names accepted by `explain(method=...)`."""
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def explain(model: Sequential, image: Any, method: str = "grad_cam", class_index: int | None = None,
@@ -589,11 +598,12 @@ def explain(model: Sequential, image: Any, method: str = "grad_cam", class_index
         >>> result.map.shape, result.method
         ((6, 6), 'occlusion')
     """
-    if not isinstance(method, str) or method not in _METHODS:
-        raise unknown_name("explanation method", method, _METHODS, argument="method")
-    unexpected = [key for key in options if key not in _OPTIONS[method]]
+    chosen = METHODS.get(method, argument="method") if isinstance(method, str) else None
+    if chosen is None:
+        raise unknown_name("explanation method", method, METHODS, argument="method")
+    unexpected = [key for key in options if key not in chosen.options]
     if unexpected:
-        accepted = ", ".join(_OPTIONS[method]) or "none"
+        accepted = ", ".join(chosen.options) or "none"
         raise TypeError(f"explain: method {method!r} takes no option {unexpected[0]!r}; its options: {accepted}")
     model = check_model(model)
     x = prepare_image(model, image)
@@ -604,7 +614,7 @@ def explain(model: Sequential, image: Any, method: str = "grad_cam", class_index
     class_index = _class_index(class_index, probabilities)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # prepare_image already warned about this image once
-        heat = _METHODS[method](model, x, class_index=class_index, **options)
+        heat = chosen.compute(model, x, class_index=class_index, **options)
     names = model.metadata.get("class_names")
     name = str(names[class_index]) if isinstance(names, (list, tuple)) and class_index < len(names) else None
     return Explanation(method=method, map=heat, image=x[0].cpu().numpy(), class_index=class_index,
