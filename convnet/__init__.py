@@ -7,44 +7,39 @@
 
 The public API, one namespace per concept as in Keras: `nn` (TF-semantics ops), `layers`, `augment`,
 `activations`, `initializers`, `losses`, `metrics`, `optimizers`, `schedules`, `callbacks`, `models`,
-`zoo`, `datasets`, `utils`. Inspection (`explain`, `viz`, `report`, `experiments`, all in
-`convnet.inspection`), run folders (`runs`) and the command line (`cli`) load on first use.
+`zoo`, `datasets`, `utils`; inspection (`explain`, `viz`, `report`, `experiments`, all in
+`convnet.inspection`), run folders (`runs`) and the command line (`cli`). Every one of them, and
+`Sequential` and `load_model`, loads on first use: `import convnet` itself does not import PyTorch, so the
+command line answers `--help` at once.
 """
 from __future__ import annotations
 
+import collections
+import functools
 import importlib
 import sys
+from collections.abc import Callable
 from typing import Any
+
+from convnet._internal import moved as _moved
 
 __version__ = "0.1.0"
 
-from convnet import (
-    activations,
-    augment,
-    callbacks,
-    initializers,
-    layers,
-    losses,
-    metrics,
-    models,
-    nn,
-    optimizers,
-    schedules,
-    utils,
-    zoo,
-)
-from convnet._internal import moved as _moved
-from convnet.models import Sequential, load_model
-
-_LAZY = ("datasets", "inspection", "runs", "training", "cli")
+_NAMESPACES = ("activations", "augment", "callbacks", "initializers", "layers", "losses", "metrics", "models", "nn",
+               "optimizers", "schedules", "utils", "zoo", "datasets", "inspection", "runs", "training", "cli")
+_FROM_MODELS = ("Sequential", "load_model")
 
 if not any(isinstance(finder, _moved.MovedModuleFinder) for finder in sys.meta_path):
     sys.meta_path.insert(0, _moved.MovedModuleFinder())
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return importlib.import_module(f"convnet.{name}")
+    if name in _NAMESPACES:
+        return importlib.import_module(f"convnet.{name}")  # the import binds it here, so this runs once
+    if name in _FROM_MODELS:
+        value = getattr(importlib.import_module("convnet.models"), name)
+        globals()[name] = value
+        return value
     module = _moved.resolve(f"convnet.{name}")
     if module is not None:
         return module
@@ -54,3 +49,7 @@ def __getattr__(name: str) -> Any:
 __all__ = ["Sequential", "load_model", "activations", "augment", "callbacks", "initializers", "layers", "losses",
            "metrics", "models", "nn", "optimizers", "schedules", "utils", "zoo", "datasets", "inspection", "runs",
            "training", "cli", "__version__"]
+
+# dir(convnet) lists the names not loaded yet too (for tab completion in a shell); a live view of this module's
+# names and __all__, not a function, because an __init__ defines no functions but __getattr__
+__dir__: Callable[[], list[str]] = functools.partial(list, collections.ChainMap(globals(), dict.fromkeys(__all__)))

@@ -8,6 +8,7 @@ training images per second, and predict images per second over the 10,000 test i
 Contestants: convnet (its public `fit`/`predict`), the hand-written PyTorch loops of `peers/torch_peer.py`
 (eager32, cl32, and cl_bf16 / compile / CUDA graph where the device supports them), and the seed's Keras
 code when a Python with Keras is given (`--keras-python`, or the `CONVNET_KERAS_PYTHON` variable).
+Registering the command (`add_cli`) imports nothing heavy; NumPy and PyTorch load when it runs.
 """
 from __future__ import annotations
 
@@ -22,10 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from convnet._internal.checks import check_int
-from convnet._internal.table import markdown_table
+from convnet.cli.completion import complete_with
 
 TRAIN_GFLOP_PER_IMAGE = 0.537  # seed CNN: 3 x 2 x 89.46 M multiply-adds (forward, and backward for inputs and weights)
 
@@ -46,6 +44,7 @@ class BenchConfig:
 
 def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
     """The contestant: convnet's public API, as a user would call it."""
+    import numpy as np
     import torch
 
     import convnet
@@ -143,6 +142,9 @@ def contestants(config: BenchConfig, device: str
 def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Measure every contestant at every batch size, `repeats` times, round by round; returns the results
     (also written as JSON to `config.out`)."""
+    import numpy as np
+
+    from convnet._internal.checks import check_int
     from convnet.runs.train import environment
     from convnet.utils import resolve_device
     device = str(resolve_device(config.device))
@@ -208,6 +210,7 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]], peak_gflops: 
 
 def table(report: dict[str, Any]) -> str:
     """The Markdown table `convnet bench` prints."""
+    from convnet._internal.table import markdown_table
     summary = report["summary"]
     sizes = sorted({int(bs) for s in summary.values() for bs in s})
     headers = ["contestant"] + [f"train, batch {bs} (img/s)" for bs in sizes] + ["predict (img/s)"]
@@ -249,20 +252,23 @@ def add_cli(commands: argparse._SubParsersAction) -> None:
     sizes = ",".join(map(str, default.batch_sizes))
     bench = commands.add_parser("bench", help="time fit and predict of the seed CNN against the peers",
                                 description=(__doc__ or "").split("\n\n")[0])
-    bench.add_argument("--device", default=default.device, help=f"auto, cpu or cuda (default: {default.device})")
+    complete_with(bench.add_argument("--device", default=default.device,
+                                     help=f"auto, cpu or cuda (default: {default.device})"), "device")
     bench.add_argument("--batch-size", default=sizes, help=f"comma-separated batch sizes (default: {sizes})")
     bench.add_argument("--steps", type=int, default=default.steps,
                        help="timed steps per measurement (default: 20 on CPU, 300 on GPU)")
     bench.add_argument("--repeats", type=int, default=default.repeats,
                        help=f"measurements per contestant and batch size (default: {default.repeats})")
     bench.add_argument("--peers", action="store_true", help="also run hand-written PyTorch and, if given, Keras")
-    bench.add_argument("--keras-python", default=default.keras_python,
-                       help="a Python with Keras installed (default: $CONVNET_KERAS_PYTHON)")
-    bench.add_argument("--keras-backend", default=default.keras_backend,
-                       help="Keras backend for the peer (default: tensorflow on CPU, jax on GPU)")
-    bench.add_argument("--data-dir", default=default.data_dir,
-                       help="folder holding fashion-mnist (default: $CONVNET_DATA, the cache)")
-    bench.add_argument("--out", default=default.out, help=f"where to write the JSON results (default: {default.out})")
+    complete_with(bench.add_argument("--keras-python", default=default.keras_python,
+                                     help="a Python with Keras installed (default: $CONVNET_KERAS_PYTHON)"), "file")
+    complete_with(bench.add_argument("--keras-backend", default=default.keras_backend,
+                                     help="Keras backend for the peer (default: tensorflow on CPU, jax on GPU)"),
+                  ["tensorflow", "jax", "torch"])
+    complete_with(bench.add_argument("--data-dir", default=default.data_dir,
+                                     help="folder holding fashion-mnist (default: $CONVNET_DATA, the cache)"), "dir")
+    complete_with(bench.add_argument("--out", default=default.out,
+                                     help=f"where to write the JSON results (default: {default.out})"), "file")
     bench.add_argument("--predict-images", type=int, default=default.predict_images,
                        help=f"test images each contestant predicts (default: all {default.predict_images})")
     bench.set_defaults(run=_cmd_bench)

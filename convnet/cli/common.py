@@ -1,5 +1,5 @@
 """What the command groups share: exit codes, usage errors, and images named on the command line
-converted for a model (as `predict` does)."""
+converted for a model (as `predict` does). Imports nothing heavy: NumPy and the rest load when a command runs."""
 from __future__ import annotations
 
 import io
@@ -7,9 +7,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from convnet.models.sequential import Sequential
 
 EXIT_FAILED = 1
@@ -71,6 +71,7 @@ def model_input(model: Sequential, image: CommandImage) -> tuple[np.ndarray, str
     if original.shape[2] != channels:
         changes.append(f"converted from {original.shape[2]} to {channels} channel(s)")
     pixels = image.pixels(size=(height, width), channels=channels) if changes else original
+    import numpy as np
     scale = float((model.metadata.get("preprocessing") or {}).get("scale", 1.0))
     note = f"{image.label}  (note: {', '.join(changes)} to fit the model)" if changes else None
     return pixels.astype(np.float32) * scale, note

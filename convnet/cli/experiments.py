@@ -1,6 +1,7 @@
 """`convnet experiment NAME`: run one of the experiments behind the README's claims
 (`convnet.inspection.experiments`), print its Markdown table and the files it wrote. `cli.main.build_parser`
-calls `add_commands` with its sub-parsers.
+calls `add_commands` with its sub-parsers; registering imports nothing heavy (the experiment names come from
+`cli.names`), the experiments load when the command runs.
 
     convnet experiment NAME [--quick] [--out DIR] [--seed S] [--data-dir DIR] [--device D]
 """
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from convnet.inspection.experiments import list_experiments, run_experiment
+from convnet.cli.completion import complete_with
+from convnet.cli.names import EXPERIMENTS
 
 __all__ = ["add_commands"]
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    from convnet.inspection.experiments import run_experiment
     result = run_experiment(args.name, quick=args.quick, out_dir=args.out, seed=args.seed, data_dir=args.data_dir,
                             device=args.device)
     print(result.table_markdown)
@@ -24,15 +27,18 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register `convnet experiment` on the `convnet` parser's sub-parsers."""
-    names = ", ".join(list_experiments())
+    names = ", ".join(EXPERIMENTS)
     parser = commands.add_parser(
         "experiment", help="run an experiment behind the README's claims and write its table and plots",
         description=f"Run one experiment ({names}): print its Markdown table and write results.json, results.md "
                     f"and PNG plots to the output folder.")
-    parser.add_argument("name", metavar="NAME", help=f"one of: {names}")
+    complete_with(parser.add_argument("name", metavar="NAME", help=f"one of: {names}"), "experiment")
     parser.add_argument("--quick", action="store_true", help="the small version (under two minutes on a CPU)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/experiments/NAME[-quick])")
+    complete_with(parser.add_argument("--out", metavar="DIR", help="output folder (default: "
+                                      "runs/experiments/NAME[-quick])"), "dir")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--data-dir", metavar="DIR", help="folder holding fashion-mnist/ (default: $CONVNET_DATA)")
-    parser.add_argument("--device", default="cpu", help="where models train (default: cpu, for repeatable numbers)")
+    complete_with(parser.add_argument("--data-dir", metavar="DIR", help="folder holding fashion-mnist/ (default: "
+                                      "$CONVNET_DATA)"), "dir")
+    complete_with(parser.add_argument("--device", default="cpu", help="where models train (default: cpu, for "
+                                      "repeatable numbers)"), "device")
     parser.set_defaults(run=_cmd_experiment)

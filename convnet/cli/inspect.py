@@ -8,15 +8,15 @@ sub-parsers.
 
 Each command prints the paths it wrote, one per line, last. Figures are drawn with Matplotlib's object API
 and saved with `convnet.inspection.figures.save_figure`: no window opens and no display is needed. The work is done by
-`convnet.viz`, `convnet.explain` and `convnet.report`; this module parses, loads and saves.
+`convnet.viz`, `convnet.explain` and `convnet.report`; this module parses, loads and saves. Registering the
+commands imports nothing heavy (`convnet --help` answers at once): NumPy, PyTorch and Matplotlib load when a
+command runs.
 """
 from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from convnet.cli.common import (
     CommandImage,
@@ -25,10 +25,10 @@ from convnet.cli.common import (
     load_model_file,
     model_input,
 )
-from convnet.inspection.figures import FIGURE_DPI, new_figure, save_figure
-from convnet.runs.train import prepare_folder
+from convnet.cli.completion import complete_with
 
 if TYPE_CHECKING:
+    import numpy as np
     from matplotlib.figure import Figure
 
     from convnet.models.sequential import Sequential
@@ -41,6 +41,13 @@ EXPLAIN_METHODS = {"gradcam": "grad_cam", "saliency": "gradient", "smoothgrad": 
                    "occlusion": "occlusion"}  # CLI name -> convnet.explain method
 
 
+def __getattr__(name: str) -> Any:
+    if name == "FIGURE_DPI":  # the resolution figures are saved at, read where they are drawn (which imports torch)
+        from convnet.inspection.figures import FIGURE_DPI
+        return FIGURE_DPI
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def line_filters(channels: int) -> np.ndarray:
     """The seed's two 7x7 filters, (7, 7, channels, 2) float32 (HWIO): filter 0 is a vertical line of ones
     (`filters[:, 3, :, 0] = 1`), filter 1 a horizontal one (`filters[3, :, :, 1] = 1`), over every channel.
@@ -49,6 +56,7 @@ def line_filters(channels: int) -> np.ndarray:
         >>> f.shape, int(f[:, 3, :, 0].sum()), int(f[3, :, :, 1].sum()), int(f.sum())
         ((7, 7, 3, 2), 21, 21, 42)
     """
+    import numpy as np
     filters = np.zeros((LINE_FILTER_SIZE, LINE_FILTER_SIZE, channels, 2), np.float32)  # (7, 7, C, 2)
     middle = LINE_FILTER_SIZE // 2
     filters[:, middle, :, 0] = 1  # vertical line
@@ -66,11 +74,14 @@ def line_filter_maps(image: np.ndarray) -> np.ndarray:
         float32 (H, W, 2): map 0 sums each pixel's vertical 7-pixel line over the channels, map 1 its
         horizontal line; pixels beyond the border count as 0.
 
+        >>> import numpy as np
         >>> image = np.zeros((9, 9, 1), np.float32); image[:, 4, 0] = 1   # a vertical line
         >>> maps = line_filter_maps(image)
         >>> maps.shape, float(maps[4, 4, 0]), float(maps[4, 4, 1])
         ((9, 9, 2), 7.0, 1.0)
     """
+    import numpy as np
+
     from convnet import nn
     array = np.asarray(image, np.float32)
     if array.ndim != 3:
@@ -81,6 +92,9 @@ def line_filter_maps(image: np.ndarray) -> np.ndarray:
 
 def plot_line_filter_demo(image: np.ndarray, maps: np.ndarray, title: str = "") -> Figure:
     """The seed's figure, in one row: the image, the vertical-line map and the horizontal-line map."""
+    import numpy as np
+
+    from convnet.inspection.figures import new_figure
     height, width = image.shape[:2]
     figure = new_figure(3 * DEMO_PANEL_INCHES, DEMO_PANEL_INCHES * height / width + 0.7)
     panels = [(image[:, :, 0] if image.shape[2] == 1 else np.clip(image, 0, 1), "input"),
@@ -96,6 +110,7 @@ def plot_line_filter_demo(image: np.ndarray, maps: np.ndarray, title: str = "") 
 
 def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
     """Save as folder/name.png (name-2.png, ... when this command already wrote that name) and print the path."""
+    from convnet.inspection.figures import FIGURE_DPI, save_figure
     path, count = os.path.join(folder, f"{name}.png"), 1
     while path in written:
         count += 1
@@ -107,6 +122,9 @@ def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
 
 
 def _cmd_featuremaps(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from convnet.runs.train import prepare_folder
     if args.model is None and (args.layer is not None or args.max_maps is not None):
         raise UsageError("--layer and --max-maps need --model; without a model the command shows the seed's two "
                          "line filters")
@@ -143,6 +161,7 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     from convnet._internal.checks import check_int
     from convnet.inspection import viz
     from convnet.inspection.explain import conv_layers, resolve_layer
+    from convnet.runs.train import prepare_folder
     if args.max_filters is not None:
         check_int("--max-filters", args.max_filters, minimum=1, maximum=1024)
     model = load_model_file(args.model, args.device)
@@ -167,6 +186,7 @@ def _class_name(model: Sequential, index: int) -> str:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from convnet._internal.checks import unknown_name
     from convnet.inspection.explain import default_cam_layer, explain
+    from convnet.runs.train import prepare_folder
     if args.method not in EXPLAIN_METHODS:
         raise unknown_name("explanation method", args.method, EXPLAIN_METHODS, argument="--method")
     method = EXPLAIN_METHODS[args.method]
@@ -216,13 +236,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "and both maps. With --model: each Conv2D layer's maps (or --layer's) for each image, "
                     "converted to the model's input size and channels (with a note) and scaled as it was trained.")
     maps.add_argument("images", metavar="IMAGE", nargs="*", help="image files (default: both sample photos)")
-    maps.add_argument("--sample", action="append", metavar="NAME",
-                      help="a sample photo, china.jpg or flower.jpg; repeat for both")
-    maps.add_argument("--model", help="a .convnet file whose layers' maps to show")
+    complete_with(maps.add_argument("--sample", action="append", metavar="NAME",
+                                    help="a sample photo, china.jpg or flower.jpg; repeat for both"), "sample")
+    complete_with(maps.add_argument("--model", help="a .convnet file whose layers' maps to show"), "file")
     maps.add_argument("--layer", help="with --model: one layer (default: every Conv2D layer)")
     maps.add_argument("--max-maps", type=int, metavar="N", help="with --model: maps shown per layer (default: 64)")
-    maps.add_argument("--out", default="featuremaps", metavar="DIR", help="output folder (default: ./featuremaps)")
-    maps.add_argument("--device", default="auto")
+    complete_with(maps.add_argument("--out", default="featuremaps", metavar="DIR",
+                                    help="output folder (default: ./featuremaps)"), "dir")
+    complete_with(maps.add_argument("--device", default="auto"), "device")
     maps.set_defaults(run=_cmd_featuremaps)
 
     filters = commands.add_parser("filters", help="a Conv2D layer's kernels as a PNG")
@@ -230,8 +251,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     filters.add_argument("--layer", help="a Conv2D layer (default: the first)")
     filters.add_argument("--max-filters", type=int, metavar="N", help="filters shown (default: 64, or 16 rows "
                          "of per-channel slices for a layer reading several channels)")
-    filters.add_argument("--out", default="filters", metavar="DIR", help="output folder (default: ./filters)")
-    filters.add_argument("--device", default="auto")
+    complete_with(filters.add_argument("--out", default="filters", metavar="DIR",
+                                       help="output folder (default: ./filters)"), "dir")
+    complete_with(filters.add_argument("--device", default="auto"), "device")
     filters.set_defaults(run=_cmd_filters)
 
     explain = commands.add_parser(
@@ -240,13 +262,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "the decision, over the image.")
     explain.add_argument("model", metavar="MODEL", help="a .convnet file")
     explain.add_argument("image", metavar="IMAGE", help="a PNG, JPEG or other image file")
-    explain.add_argument("--method", default="gradcam", help=f"{', '.join(EXPLAIN_METHODS)} (default: gradcam)")
+    complete_with(explain.add_argument("--method", default="gradcam",
+                                       help=f"{', '.join(EXPLAIN_METHODS)} (default: gradcam)"), list(EXPLAIN_METHODS))
     explain.add_argument("--class-index", type=int, metavar="K",
                          help="the class to explain (default: the predicted one)")
     explain.add_argument("--layer", help="with gradcam: the layer (default: the last Conv2D with maps over 1x1)")
-    explain.add_argument("--out", default="explanations", metavar="DIR",
-                         help="output folder (default: ./explanations)")
-    explain.add_argument("--device", default="auto")
+    complete_with(explain.add_argument("--out", default="explanations", metavar="DIR",
+                                       help="output folder (default: ./explanations)"), "dir")
+    complete_with(explain.add_argument("--device", default="auto"), "device")
     explain.set_defaults(run=_cmd_explain)
 
     report = commands.add_parser(
@@ -254,10 +277,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Write PNG figures (training curves, confusion matrix, misclassified test images) and one "
                     "self-contained report.html: layer table, curves, test metrics, per-class accuracy (recomputed "
                     "on the run's test images), confusion matrix and mistakes.")
-    report.add_argument("run_dir", metavar="RUN", help="a run folder written by convnet train")
-    report.add_argument("--out", metavar="DIR", help="output folder (default: RUN/report)")
-    report.add_argument("--data-dir", help="folder holding the dataset files (default: where the run found them)")
+    complete_with(report.add_argument("run_dir", metavar="RUN", help="a run folder written by convnet train"), "dir")
+    complete_with(report.add_argument("--out", metavar="DIR", help="output folder (default: RUN/report)"), "dir")
+    complete_with(report.add_argument("--data-dir", help="folder holding the dataset files (default: where the run "
+                                      "found them)"), "dir")
     report.add_argument("--limit", type=int, metavar="N", help="the first N test images only (default: the run's "
                         "own test images)")
-    report.add_argument("--device", default="auto")
+    complete_with(report.add_argument("--device", default="auto"), "device")
     report.set_defaults(run=_cmd_report)

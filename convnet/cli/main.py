@@ -4,8 +4,11 @@
     convnet evaluate MODEL                           test loss and accuracy of a saved model
     convnet predict MODEL IMAGE...                   top-k classes for image files
     convnet summary MODEL | --model NAME             layer table with receptive fields
+    convnet completion bash|zsh                      a shell completion script
 
-Every bad argument ends the command with exit code 2 and one line on stderr saying what is wrong.
+Every bad argument ends the command with exit code 2 and one line on stderr saying what is wrong. Building
+the parser imports nothing heavy (no PyTorch, NumPy or Matplotlib), so `--help`, `--version` and argparse's
+usage errors answer at once; each command imports what it needs when it runs.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 from convnet import __version__
+from convnet.cli import completion
 from convnet.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -28,6 +32,7 @@ from convnet.cli.common import (
     load_model_file,
     model_input,
 )
+from convnet.cli.completion import complete_with
 
 
 def _flag(name: str) -> str:
@@ -56,8 +61,8 @@ def _converter(name: str, hint: Any) -> Callable[[str], Any]:
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per field of the dataclass `cls`: converted by its type hint, help from its metadata
-    ("help", and "choices" where the settings accept a fixed set, shown as the metavar), and its default
-    shown in the help."""
+    ("help", and "choices" where the settings accept a fixed set, shown as the metavar), its default
+    shown in the help, and what shell completion offers for it ("complete", else the choices)."""
     hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
         choices = item.metadata.get("choices")
@@ -67,13 +72,16 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = "" if item.default is None else f" (default: {item.default})"
         # SUPPRESS: only the options given on the command line appear in the namespace, so a recipe can
         # tell them from defaults
-        parser.add_argument(_flag(item.name), dest=item.name, type=_converter(item.name, hints[item.name]),
-                            default=argparse.SUPPRESS, metavar=metavar, help=item.metadata.get("help", "") + shown)
+        action = parser.add_argument(_flag(item.name), dest=item.name, type=_converter(item.name, hints[item.name]),
+                                     default=argparse.SUPPRESS, metavar=metavar,
+                                     help=item.metadata.get("help", "") + shown)
+        complete_with(action, item.metadata.get("complete") or choices or None)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from convnet.datasets import DatasetNotFoundError
-    from convnet.runs.train import CHECKPOINTS, TrainConfig, load_config, train
+    from convnet.runs.config import TrainConfig, load_config
+    from convnet.runs.train import CHECKPOINTS, train
     from convnet.training.loop import TrainingInterrupted
     if args.resume:
         config = load_config(args.resume)
@@ -119,7 +127,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from convnet.datasets import get_dataset
-    from convnet.runs.train import TrainConfig, load_split
+    from convnet.runs.config import TrainConfig
+    from convnet.runs.train import load_split
     model = load_model_file(args.model, args.device, compile=True)
     if not model.compiled:
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device=args.device)
@@ -161,7 +170,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from convnet.runs.train import TrainConfig
+    """The whole command line's parser; builds without importing PyTorch (tests/test_cli_startup.py)."""
+    from convnet.runs.config import TrainConfig
     parser = argparse.ArgumentParser(prog="convnet", description="Convolutional neural networks with TensorFlow's "
                                      "semantics and a Keras-style API, on PyTorch.")
     parser.add_argument("--version", action="version", version=f"convnet {__version__}")
@@ -172,17 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a preset (the seed CNN by default) on Fashion-MNIST, print "
                                             "per-epoch validation and final test accuracy, and write the run folder.")
     add_dataclass_options(train, TrainConfig)
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, "
-                       "with the settings it was started with")
+    complete_with(train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its "
+                                     "last checkpoint, with the settings it was started with"), "dir")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a saved model")
     evaluate.add_argument("model", metavar="MODEL", help="a .convnet file")
-    evaluate.add_argument("--dataset", help="dataset to test on (default: the one the model was trained on)")
-    evaluate.add_argument("--data-dir", help="folder holding the dataset files")
+    complete_with(evaluate.add_argument("--dataset", help="dataset to test on (default: the one the model was "
+                                        "trained on)"), "dataset")
+    complete_with(evaluate.add_argument("--data-dir", help="folder holding the dataset files"), "dir")
     evaluate.add_argument("--limit", type=int, help="the first N test images only")
     evaluate.add_argument("--batch-size", type=int, default=512)
-    evaluate.add_argument("--device", default="auto")
+    complete_with(evaluate.add_argument("--device", default="auto"), "device")
     evaluate.set_defaults(run=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes for image files",
@@ -191,12 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", metavar="MODEL", help="a .convnet file")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG or other image files")
     predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
-    predict.add_argument("--device", default="auto")
+    complete_with(predict.add_argument("--device", default="auto"), "device")
     predict.set_defaults(run=_cmd_predict)
 
     summary = commands.add_parser("summary", help="layer table of a model file or preset")
     summary.add_argument("file", metavar="MODEL", nargs="?", help="a .convnet file")
-    summary.add_argument("--model", help="a preset name instead: seed, homl, lenet5")
+    complete_with(summary.add_argument("--model", help="a preset name instead: seed, homl, lenet5"), "model")
     summary.set_defaults(run=_cmd_summary)
 
     from convnet.cli.inspect import add_commands
@@ -205,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment(commands)
     from convnet.cli.bench import add_cli as add_bench
     add_bench(commands)
+    completion.add_commands(commands, parser, __version__)
     return parser
 
 
@@ -212,10 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad usage or input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from convnet.datasets import DatasetNotFoundError
     try:
         return args.run(args)
-    except (UsageError, ValueError, TypeError, DatasetNotFoundError, FileNotFoundError) as error:
+    except (UsageError, ValueError, TypeError, FileNotFoundError) as error:  # DatasetNotFoundError is one too
         if os.environ.get("CONVNET_DEBUG"):
             raise
         message = str(error).splitlines()

@@ -1,0 +1,131 @@
+"""The settings of a training run (`TrainConfig`), its choices and recipes, and reading them back from a run
+folder. Torch-free, so that `convnet train --help` and the command line's argument errors answer at once:
+`validate` imports what it checks with (the zoo, the optimizers, the device) when it runs.
+
+    >>> TrainConfig(epochs=1).with_recipe().epochs
+    1
+    >>> TrainConfig(recipe="fast").with_recipe(keep={"epochs"}).batch_size
+    256
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "AUGMENTATIONS", "PRECISIONS", "RECIPES", "CONFIG_FILE", "load_config"]
+
+
+def _option(default: Any, help: str, choices: Sequence[str] = (), complete: str | None = None) -> Any:
+    """A field with its command-line help and, where the setting takes one of a fixed set, the choices
+    (`validate` checks them; `convnet train --help` shows them). `complete` names what shell completion
+    offers for the value where that is not the choices: "model", "dataset", "optimizer", "schedule", "device",
+    "dir" or "file"."""
+    return field(default=default, metadata={"help": help, "choices": tuple(choices), "complete": complete})
+
+
+AUGMENTATIONS = ("none", "shift", "flip-shift")
+PRECISIONS = ("auto", "float32", "bfloat16")  # convnet.training.engine.PRECISIONS (a test keeps them equal)
+RECIPES: dict[str, dict[str, Any]] = {
+    # The strongest time-to-accuracy setting measured for the seed CNN so far (../shared/peers: 92.4% after
+    # 15 epochs on an H200): large batches, one-cycle, label smoothing, small shifts and flips.
+    "fast": {"batch_size": 256, "optimizer": "nadam", "lr": 0.002, "schedule": "onecycle", "label_smoothing": 0.1,
+             "augment": "flip-shift", "epochs": 15, "precision": "auto"},
+}
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything `convnet train` needs; the CLI's flags are generated from these fields and their help."""
+
+    model: str = _option("seed", "model preset: seed (the seed's CNN), homl (the book's), lenet5", complete="model")
+    dataset: str = _option("fashion-mnist", "dataset: fashion-mnist, mnist or shapes (synthetic: 12000 training "
+                                            "and 2000 test images, drawn on the fly)", complete="dataset")
+    epochs: int = _option(10, "passes over the training images")
+    batch_size: int = _option(128, "images per optimisation step")
+    optimizer: str = _option("nadam", "nadam, adam, adamw, sgd, rmsprop, adagrad or adamax", complete="optimizer")
+    lr: float | None = _option(None, "learning rate (default: the optimizer's Keras default, 0.001 for nadam)")
+    seed: int = _option(0, "random seed for weights, shuffling and dropout (same seed, same CPU run)")
+    limit: int | None = _option(None, "train on the first N training images only (quick runs)")
+    val_size: int = _option(5000, "images held out from the end of the training set for validation "
+                                  "(at most 10%% of the training images)")
+    test_limit: int | None = _option(None, "evaluate on the first N test images only (quick runs)")
+    device: str = _option("auto", "auto (CUDA if present, else CPU), cpu or cuda", complete="device")
+    data_dir: str | None = _option(None, "folder holding the dataset files (default: $CONVNET_DATA/<dataset>, "
+                                         "then ~/.cache/convnet/<dataset>, then download)", complete="dir")
+    out: str | None = _option(None, "run folder (default: runs/<model>-<dataset>-<date>-<time>)", complete="dir")
+    verbose: int | str = _option("auto", "0 silent, 1 progress bar, 2 one line per epoch, auto (1 in a terminal)")
+    checkpoint_minutes: float = _option(10.0, "also checkpoint within an epoch every this many minutes "
+                                              "(a checkpoint is always written at the end of each epoch)")
+    schedule: str = _option("constant", "learning-rate schedule: constant, onecycle (peak --lr), cosine or step",
+                            complete="schedule")
+    label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy (0 to 1)")
+    augment: str = _option("none", "on-device augmentation: none, shift (up to 2 pixels), flip-shift "
+                                   "(also horizontal flips)", choices=AUGMENTATIONS)
+    precision: str = _option("float32", "float32 (as Keras), bfloat16, or auto (bf16 where the hardware "
+                                         "computes it natively, else float32)", choices=PRECISIONS)
+    recipe: str | None = _option(None, "a preset that sets several options at once: fast (batch 256, nadam with "
+                                       "a one-cycle schedule peaking at 0.002, label smoothing 0.1, flip-shift "
+                                       "augmentation, 15 epochs, precision auto)", choices=tuple(RECIPES))
+
+    def validate(self) -> TrainConfig:
+        """Check every setting (ValueError naming the field, with close matches for names); imports the
+        registries and PyTorch it checks against, so it is the first step that costs an import of torch."""
+        from convnet import optimizers, schedules, zoo
+        from convnet._internal.checks import check_choice, check_float, check_int, unknown_name
+        from convnet.datasets import get_dataset
+        from convnet.training.engine import resolve_precision
+        from convnet.utils import resolve_device
+        get_dataset(self.dataset, argument="dataset")
+        if self.model not in zoo.list_models():
+            raise unknown_name("model", self.model, zoo.list_models(), argument="model")
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        optimizers.get(self.optimizer, self.lr)
+        check_int("seed", self.seed, minimum=0)
+        if self.limit is not None:
+            check_int("limit", self.limit, minimum=2)
+        check_int("val_size", self.val_size, minimum=0)
+        if self.test_limit is not None:
+            check_int("test_limit", self.test_limit, minimum=1)
+        resolve_device(self.device)
+        check_float("checkpoint_minutes", self.checkpoint_minutes, minimum=0.0)
+        schedules.from_name(self.schedule, 0.001)
+        check_float("label_smoothing", self.label_smoothing, minimum=0.0, maximum=1.0)
+        check_choice("augment", self.augment, AUGMENTATIONS)
+        resolve_precision(self.precision, resolve_device(self.device))
+        if self.recipe is not None:
+            check_choice("recipe", self.recipe, tuple(RECIPES))
+        return self
+
+    def with_recipe(self, keep: Collection[str] = ()) -> TrainConfig:
+        """A copy with the recipe's settings applied, except the fields named in `keep` (the options a user
+        gave explicitly). `train` does not apply recipes itself: resolve them first."""
+        if self.recipe is None:
+            return self
+        recipe = self.recipe.lower() if isinstance(self.recipe, str) else None  # case-insensitive, as validate
+        if recipe is None or recipe not in RECIPES:
+            from convnet._internal.checks import check_choice
+            check_choice("recipe", self.recipe, tuple(RECIPES))  # raises, with close matches
+        settings = RECIPES[recipe]
+        return dataclasses.replace(self, **{k: v for k, v in settings.items() if k not in keep})
+
+
+def load_config(folder: str) -> TrainConfig:
+    """The TrainConfig a run folder was started with (for `convnet train --resume`)."""
+    path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder!r} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            saved = json.load(stream)
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{key: value for key, value in saved.items() if key in names})
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid run configuration ({error})") from None
+    config.out = folder
+    return config
