@@ -216,3 +216,42 @@ def test_the_zsh_script_is_valid_zsh():
     assert "--model[model preset" in done.stdout and ":model:(homl lenet5 seed)" in done.stdout
     checked = subprocess.run(["zsh", "-n"], input=done.stdout, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+
+
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+zpty -b z 'zsh -f -i'
+zpty -w z 'PS1="> "; fpath=(%(folder)s $fpath); autoload -Uz compinit; compinit -u -D; setopt nobeep'
+sleep 1
+for line in %(lines)s; do
+  zpty -w -n z "$line"$'\t'
+  sleep 1.5
+  out=""
+  while zpty -r -t z more 2>/dev/null; do out+=$more; done
+  print -r -- "=== $line"; print -r -- "${out//$'\r'/}"
+  zpty -w -n z $'\x15'
+  sleep 0.3
+  while zpty -r -t z more 2>/dev/null; do :; done
+done
+zpty -d z
+"""
+
+
+@pytest.mark.slow
+def test_zsh_completes_commands_options_and_names_in_a_real_shell(tmp_path):
+    """An interactive zsh (driven through zpty) with the script on its fpath completes as bash does."""
+    import re
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed (apt-get install zsh)")
+    done = subprocess.run([sys.executable, "-m", "convnet", "completion", "zsh"], capture_output=True, text=True,
+                          check=True)
+    (tmp_path / "_convnet").write_text(done.stdout)
+    lines = ["convnet tr", "convnet train --mo", "convnet train --model ", "convnet explain --method o"]
+    driver = ZSH_DRIVER % {"folder": tmp_path, "lines": " ".join(f"'{line}'" for line in lines)}
+    out = subprocess.run(["zsh", "-f", "-c", driver], capture_output=True, text=True, timeout=60).stdout
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|.\x08", "", out)  # without terminal escapes and backspaces
+    sections = dict(part.split("\n", 1) for part in plain.split("=== ")[1:])
+    assert "convnet train" in sections["convnet tr"]
+    assert "convnet train --model" in sections["convnet train --mo"]
+    assert all(name in sections["convnet train --model "] for name in ("homl", "lenet5", "seed"))
+    assert "convnet explain --method occlusion" in sections["convnet explain --method o"]
