@@ -14,11 +14,8 @@ command line answers `--help` at once.
 """
 from __future__ import annotations
 
-import collections
-import functools
 import importlib
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from convnet._internal import moved as _moved
@@ -50,6 +47,6 @@ __all__ = ["Sequential", "load_model", "activations", "augment", "callbacks", "i
            "metrics", "models", "nn", "optimizers", "schedules", "utils", "zoo", "datasets", "inspection", "runs",
            "training", "cli", "__version__"]
 
-# dir(convnet) lists the names not loaded yet too (for tab completion in a shell); a live view of this module's
-# names and __all__, not a function, because an __init__ defines no functions but __getattr__
-__dir__: Callable[[], list[str]] = functools.partial(list, collections.ChainMap(globals(), dict.fromkeys(__all__)))
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})  # the names not loaded yet too, for tab completion

@@ -179,7 +179,7 @@ def test_every_train_config_field_is_an_option_of_its_type():
     option given "1" becomes 1.0); options not given are left out, so recipes can tell them from defaults."""
     import dataclasses
 
-    from convnet.runs.train import TrainConfig
+    from convnet.runs.job import TrainConfig
     fields = {item.name: item for item in dataclasses.fields(TrainConfig)}
     assert set(OPTION_SAMPLES) == set(fields)  # a new field needs a sample here
     argv = [part for name, (text, _) in OPTION_SAMPLES.items() for part in ("--" + name.replace("_", "-"), text)]
@@ -201,7 +201,7 @@ def test_options_of_the_wrong_type_are_argparse_errors(argv, capsys):
 
 
 def test_train_help_shows_each_option_with_its_default_and_choices():
-    from convnet.runs.train import AUGMENTATIONS, RECIPES
+    from convnet.runs.job import AUGMENTATIONS, RECIPES
     text = " ".join(train_parser().format_help().split())  # unwrapped
     assert "--epochs EPOCHS passes over the training images (default: 10)" in text
     assert "--augment {" + ",".join(AUGMENTATIONS) + "}" in text and "--recipe {" + ",".join(RECIPES) + "}" in text

@@ -53,6 +53,13 @@ COMMANDS = ["train", "evaluate", "predict", "summary", "featuremaps", "filters",
     (["trian"], 2, "err", "invalid choice: 'trian'"),
     (["explain", "model.convnet"], 2, "err", "the following arguments are required: IMAGE"),
     (["completion", "bash"], 0, "out", "complete -F _convnet convnet"),
+    # a mistyped name is checked against the static lists before anything heavy loads, in the registries' words
+    (["train", "--model", "sed"], 2, "err", "`model`: unknown model 'sed'. Did you mean 'seed'? Available: homl,"),
+    (["train", "--dataset", "fashon"], 2, "err", "unknown dataset 'fashon'. Did you mean 'fashion-mnist'?"),
+    (["train", "--optimizer", "nadamm"], 2, "err", "unknown optimizer 'nadamm'. Did you mean 'nadam'"),
+    (["train", "--schedule", "cosin"], 2, "err", "unknown schedule 'cosin'. Did you mean 'cosine'?"),
+    (["train", "--augment", "flip-shfit"], 2, "err", "unknown augment 'flip-shfit'. Did you mean 'flip-shift' or 'shift'?"),
+    (["train", "--recipe", "fsat"], 2, "err", "unknown recipe 'fsat'. Did you mean 'fast'?"),
 ])
 def test_help_version_and_usage_errors_import_nothing_heavy(argv, code, stream, text):
     exit_code, heavy, out, err = run_cli(*argv)
@@ -108,15 +115,16 @@ def test_an_unknown_name_is_still_an_attribute_error():
 def test_train_config_is_one_class_under_all_its_names():
     import convnet.runs
     import convnet.runs.config
-    import convnet.runs.train
-    assert convnet.runs.TrainConfig is convnet.runs.train.TrainConfig is convnet.runs.config.TrainConfig
-    assert convnet.runs.load_config is convnet.runs.train.load_config
+    import convnet.runs.job
+    assert convnet.runs.TrainConfig is convnet.runs.job.TrainConfig is convnet.runs.config.TrainConfig
+    assert convnet.runs.load_config is convnet.runs.job.load_config
+    assert convnet.runs.train is convnet.runs.job.train  # the function, whatever was imported first
     assert callable(convnet.runs.RunResult) and convnet.runs.CHECKPOINTS == "checkpoints"
 
 
 def test_the_static_name_lists_equal_the_registries():
     from convnet import optimizers, schedules, zoo
-    from convnet.cli import names
+    from convnet._internal import names
     from convnet.datasets import list_datasets, list_sample_images
     from convnet.inspection.experiments import list_experiments
     from convnet.runs.config import PRECISIONS

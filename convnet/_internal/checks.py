@@ -7,19 +7,26 @@ its error) lives in one place. Errors follow one pattern: what is wrong, what wa
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-import torch
+
+def _is(value: Any, module: str, *names: str) -> bool:
+    """isinstance(value, module.name) for any of `names`, without importing `module`: a value cannot be a
+    NumPy array or a torch tensor before NumPy or torch was imported, so these checks need neither (the
+    command line answers a typo without importing PyTorch)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(value, tuple(getattr(loaded, name) for name in names))
 
 
 def describe(value: Any) -> str:
     """A short, readable description of a value for error messages."""
-    if isinstance(value, torch.Tensor):
+    if _is(value, "torch", "Tensor"):
         return f"a torch.Tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
+    if _is(value, "numpy", "ndarray"):
         return f"a NumPy array of shape {value.shape} and dtype {value.dtype}"
     text = repr(value)
     if len(text) > 80:
@@ -50,7 +57,7 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"`{name}` must be a number. Received: {name}={describe(value)}")
     value = float(value)
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"`{name}` must be finite. Received: {name}={value}")
     if minimum is not None and (value < minimum or (value == minimum and not include_min)):
         bound = ">=" if include_min else ">"
@@ -62,7 +69,7 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
 
 
 def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
+    if not (isinstance(value, bool) or _is(value, "numpy", "bool_")):
         raise TypeError(f"`{name}` must be True or False. Received: {name}={describe(value)}")
     return bool(value)
 
@@ -106,7 +113,7 @@ def int_tuple(name: str, value: Any, n: int, *, minimum: int = 1) -> tuple[int, 
     """An int or a sequence of `n` ints, as an n-tuple of ints >= minimum (Keras's `kernel_size` rule)."""
     if is_int(value):
         values = (int(value),) * n
-    elif isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+    elif (isinstance(value, Sequence) or _is(value, "numpy", "ndarray")) and not isinstance(value, str):
         values = tuple(value)
         if len(values) != n or not all(is_int(v) for v in values):
             raise ValueError(f"`{name}` must be an integer or a sequence of {n} integers. "
@@ -128,7 +135,7 @@ def nhwc_ints(name: str, value: Any) -> tuple[int, int, int, int]:
     """
     if is_int(value):
         values: tuple[int, ...] = (int(value),)
-    elif isinstance(value, (Sequence, np.ndarray, torch.Size)) and not isinstance(value, str):
+    elif (isinstance(value, Sequence) or _is(value, "numpy", "ndarray")) and not isinstance(value, str):
         values = tuple(value)
         if not all(is_int(v) for v in values):
             raise TypeError(f"`{name}` must contain integers. Received: {name}={value!r}")

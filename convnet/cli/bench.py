@@ -145,7 +145,7 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     import numpy as np
 
     from convnet._internal.checks import check_int
-    from convnet.runs.train import environment
+    from convnet.runs.job import environment
     from convnet.utils import resolve_device
     device = str(resolve_device(config.device))
     steps = config.steps or (300 if device.startswith("cuda") else 20)

@@ -5,7 +5,7 @@ the parser, so a new command or option completes as soon as it is registered.
     convnet completion zsh > ~/.zfunc/_convnet        # with fpath=(~/.zfunc $fpath) before compinit in ~/.zshrc
 
 What completes: command names; options; option values from their choices (`--augment`, `--precision`,
-`--recipe`, `--method`, ...) or from the names in `cli.names` (`--model` presets, `--dataset`, `--optimizer`,
+`--recipe`, `--method`, ...) or from the names in `_internal.names` (`--model` presets, `--dataset`, `--optimizer`,
 `--schedule`, `--device`, `--sample`, experiment names); folders for `--out`/`--data-dir`-like options; file
 paths for positional file arguments. An option says what its value completes with through `complete_with`
 (or TrainConfig's `complete` metadata); without it: its choices, else nothing for an option and file paths
@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convnet.cli.names import NAMES
+from convnet._internal.names import NAMES
 
 __all__ = ["complete_with", "script", "SHELLS", "add_commands"]
 
@@ -29,7 +29,7 @@ _HELP_CHARS = 70  # zsh shows each option's help, cut to this length
 
 def complete_with(action: argparse.Action, what: str | Sequence[str] | None) -> argparse.Action:
     """Say what shell completion offers for `action`'s value: "file", "dir", a kind of name from
-    `cli.names.NAMES` ("model", "dataset", ...), the words themselves, or None for nothing. Returns `action`."""
+    `_internal.names.NAMES` ("model", "dataset", ...), the words themselves, or None for nothing. Returns `action`."""
     if isinstance(what, str) and what not in (FILE, DIR) and what not in NAMES:
         raise ValueError(f"complete_with: `what` must be 'file', 'dir', one of {', '.join(NAMES)} or a list of "
                          f"words. Received: {what!r}")

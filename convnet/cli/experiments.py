@@ -1,7 +1,7 @@
 """`convnet experiment NAME`: run one of the experiments behind the README's claims
 (`convnet.inspection.experiments`), print its Markdown table and the files it wrote. `cli.main.build_parser`
 calls `add_commands` with its sub-parsers; registering imports nothing heavy (the experiment names come from
-`cli.names`), the experiments load when the command runs.
+`_internal.names`), the experiments load when the command runs.
 
     convnet experiment NAME [--quick] [--out DIR] [--seed S] [--data-dir DIR] [--device D]
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from convnet._internal.names import EXPERIMENTS
 from convnet.cli.completion import complete_with
-from convnet.cli.names import EXPERIMENTS
 
 __all__ = ["add_commands"]
 

@@ -124,7 +124,7 @@ def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
 def _cmd_featuremaps(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from convnet.runs.train import prepare_folder
+    from convnet.runs.job import prepare_folder
     if args.model is None and (args.layer is not None or args.max_maps is not None):
         raise UsageError("--layer and --max-maps need --model; without a model the command shows the seed's two "
                          "line filters")
@@ -161,7 +161,7 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     from convnet._internal.checks import check_int
     from convnet.inspection import viz
     from convnet.inspection.explain import conv_layers, resolve_layer
-    from convnet.runs.train import prepare_folder
+    from convnet.runs.job import prepare_folder
     if args.max_filters is not None:
         check_int("--max-filters", args.max_filters, minimum=1, maximum=1024)
     model = load_model_file(args.model, args.device)
@@ -186,7 +186,7 @@ def _class_name(model: Sequential, index: int) -> str:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from convnet._internal.checks import unknown_name
     from convnet.inspection.explain import default_cam_layer, explain
-    from convnet.runs.train import prepare_folder
+    from convnet.runs.job import prepare_folder
     if args.method not in EXPLAIN_METHODS:
         raise unknown_name("explanation method", args.method, EXPLAIN_METHODS, argument="--method")
     method = EXPLAIN_METHODS[args.method]

@@ -79,16 +79,16 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from convnet.datasets import DatasetNotFoundError
     from convnet.runs.config import TrainConfig, load_config
-    from convnet.runs.train import CHECKPOINTS, train
-    from convnet.training.loop import TrainingInterrupted
     if args.resume:
         config = load_config(args.resume)
         print(f"Resuming the run in {args.resume} (its saved settings are used)", flush=True)
     else:
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-        config = TrainConfig(**given).with_recipe(keep=given)
+        config = TrainConfig(**given).with_recipe(keep=given).check_names()  # a typo answers before torch loads
+    from convnet.datasets import DatasetNotFoundError
+    from convnet.runs.job import CHECKPOINTS, train
+    from convnet.training.loop import TrainingInterrupted
     try:
         result = train(config, resume=bool(args.resume))
     except DatasetNotFoundError:
@@ -128,7 +128,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from convnet.datasets import get_dataset
     from convnet.runs.config import TrainConfig
-    from convnet.runs.train import load_split
+    from convnet.runs.job import load_split
     model = load_model_file(args.model, args.device, compile=True)
     if not model.compiled:
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device=args.device)

@@ -159,7 +159,7 @@ def run_experiment(name: str, quick: bool = False, out_dir: str | os.PathLike | 
     started = time.perf_counter()
     numbers, table, plots = experiment.function(chosen, run)
     seconds = time.perf_counter() - started
-    from convnet.runs.train import environment
+    from convnet.runs.job import environment
     record = {"experiment": experiment.name, "title": experiment.title, "claim": experiment.claim, "quick": quick,
               "seed": seed, "settings": chosen, "seconds": round(seconds, 1),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(), "numbers": numbers}

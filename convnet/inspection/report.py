@@ -140,7 +140,7 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     from convnet.datasets import get_dataset
     from convnet.inspection import viz
     from convnet.models import load_model
-    from convnet.runs.train import load_config, load_split, prepare_folder
+    from convnet.runs.job import load_config, load_split, prepare_folder
 
     folder = _check_run(run_dir)
     config = load_config(folder)

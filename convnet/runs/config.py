@@ -72,6 +72,25 @@ class TrainConfig:
                                        "a one-cycle schedule peaking at 0.002, label smoothing 0.1, flip-shift "
                                        "augmentation, 15 epochs, precision auto)", choices=tuple(RECIPES))
 
+    def check_names(self) -> TrainConfig:
+        """Check the names (model, dataset, optimizer, schedule, augment, precision, recipe) against the lists
+        the registries hold, without importing them: a mistyped name on the command line answers at once, in
+        the same words as the registries (tests/test_cli_startup.py keeps the lists equal to them)."""
+        from convnet._internal import names
+        from convnet._internal.checks import check_choice, check_str, unknown_name
+        for option, known in (("model", names.MODELS), ("optimizer", names.OPTIMIZERS), ("schedule", names.SCHEDULES)):
+            value = check_str(option, getattr(self, option))
+            if value.lower() not in known:
+                raise unknown_name(option, value, known, argument=option)
+        dataset = check_str("dataset", self.dataset)
+        if dataset.lower().replace("_", "-") not in names.DATASETS:
+            raise unknown_name("dataset", dataset, names.DATASETS, argument="dataset")
+        check_choice("augment", self.augment, AUGMENTATIONS)
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.recipe is not None:
+            check_choice("recipe", self.recipe, tuple(RECIPES))
+        return self
+
     def validate(self) -> TrainConfig:
         """Check every setting (ValueError naming the field, with close matches for names); imports the
         registries and PyTorch it checks against, so it is the first step that costs an import of torch."""
@@ -80,6 +99,7 @@ class TrainConfig:
         from convnet.datasets import get_dataset
         from convnet.training.engine import resolve_precision
         from convnet.utils import resolve_device
+        self.check_names()
         get_dataset(self.dataset, argument="dataset")
         if self.model not in zoo.list_models():
             raise unknown_name("model", self.model, zoo.list_models(), argument="model")
