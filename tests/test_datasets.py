@@ -774,7 +774,7 @@ def test_load_image_arguments_are_checked():
         load_image(3)
 
 
-@pytest.mark.parametrize("module", ["__init__", "download", "idx", "idx_dataset", "images", "png", "registry",
+@pytest.mark.parametrize("module", ["__init__", "base", "download", "idx", "idx_dataset", "images", "png", "registry",
                                     "shapes", "streams"])
 def test_docstring_examples_run(module):
     name = "convnet.datasets" + ("" if module == "__init__" else f".{module}")
@@ -783,5 +783,5 @@ def test_docstring_examples_run(module):
 
 def test_every_module_of_the_package_is_doctested():
     folder = Path(datasets.__file__).parent
-    modules = {p.stem for p in folder.glob("*.py")} - {"core"}  # core: the old path, re-exports only
+    modules = {p.stem for p in folder.glob("*.py")}
     assert modules == set(test_docstring_examples_run.pytestmark[0].args[1])

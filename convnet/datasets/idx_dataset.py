@@ -26,6 +26,7 @@ import numpy as np
 
 from convnet._internal.checks import check_bool, check_int, check_str, describe, int_tuple
 from convnet.datasets import download as downloads  # through the module: tests patch downloads.fetch to go offline
+from convnet.datasets.base import ImageClassDataset
 from convnet.datasets.idx import FIX_ADVICE, IDX_IMAGES, IDX_LABELS, read_idx
 
 __all__ = ["IdxDataset", "DatasetNotFoundError", "FILE_NAMES"]
@@ -41,8 +42,8 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not on disk and could not be downloaded; the message says how to provide them."""
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: hashable by identity, as a registry entry
-class IdxDataset:
+@dataclass(frozen=True, eq=False, repr=False)  # eq=False: hashable by identity, as a registry entry
+class IdxDataset(ImageClassDataset):
     """An image classification dataset stored as the four standard gzip IDX files (as MNIST).
 
     Args:
@@ -80,20 +81,6 @@ class IdxDataset:
         object.__setattr__(self, "train_size", check_int("train_size", self.train_size, minimum=1))
         object.__setattr__(self, "test_size", check_int("test_size", self.test_size, minimum=1))
         object.__setattr__(self, "image_size", int_tuple("image_size", self.image_size, 2))
-
-    def __repr__(self) -> str:
-        h, w = self.image_size
-        return (f"IdxDataset({self.name!r}: {self.num_classes} classes, {self.train_size} train and "
-                f"{self.test_size} test images of {h}x{w})")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(height, width, channels) of one image as a model takes it: (28, 28, 1)."""
-        return (*self.image_size, 1)
 
     @property
     def cache_dir(self) -> Path:

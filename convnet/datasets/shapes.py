@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from convnet._internal.checks import check_int, describe, unknown_name
+from convnet.datasets.base import ImageClassDataset
 
 __all__ = ["ShapesDataset", "CLASS_NAMES", "draw_shapes"]
 
@@ -108,8 +109,8 @@ def draw_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator,
     return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: hashable by identity, as a registry entry
-class ShapesDataset:
+@dataclass(frozen=True, eq=False, repr=False)  # eq=False: hashable by identity, as a registry entry
+class ShapesDataset(ImageClassDataset):
     """The synthetic shapes dataset as a registry entry: `name`, `class_names`, `num_classes`, `input_shape`
     and `load_data`, like the IDX datasets.
 
@@ -123,19 +124,7 @@ class ShapesDataset:
     test_size: int = 2000
     image_size: tuple[int, int] = (28, 28)
 
-    def __repr__(self) -> str:
-        h, w = self.image_size
-        return (f"ShapesDataset({self.name!r}: {self.num_classes} classes, {self.train_size} train and "
-                f"{self.test_size} test images of {h}x{w}, drawn on demand)")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(height, width, channels) of one default-sized image: (28, 28, 1)."""
-        return (*self.image_size, 1)
+    repr_note = ", drawn on demand"
 
     def load_data(self, data_dir: Any = None, *, image_size: int = 28, train_size: int | None = None,
                   test_size: int | None = None, seed: int = 0, classes: Sequence[str] | None = None
