@@ -353,6 +353,38 @@ class LearningRateScheduler(Callback):
             logs["learning_rate"] = self._model().learning_rate
 
 
+class BackupAndRestore(Callback):
+    """Keras's fault-tolerance callback, mapped onto convnet's training checkpoints.
+
+    `fit` treats `backup_dir` as its `checkpoint_dir`: it writes a checkpoint at the end of each epoch
+    (`save_freq="epoch"`) or every `save_freq` steps (an int), and when a checkpoint is already there it
+    resumes from it exactly (weights, optimizer state, epoch, step, the other callbacks' state, the random
+    generators). When training ends without an error the folder is deleted if `delete_checkpoint`.
+
+    Args:
+        backup_dir: the folder the checkpoints go to (created when missing).
+        save_freq: "epoch", or a number of training steps between checkpoints.
+        double_checkpoint: Keras keeps the previous backup as well; convnet always does (`last.ckpt` is
+            replaced atomically, and `best.ckpt` is kept beside it), so this is accepted for compatibility.
+        delete_checkpoint: delete `backup_dir` once `fit` completes.
+    """
+
+    def __init__(self, backup_dir: str | os.PathLike, save_freq: str | int = "epoch",
+                 double_checkpoint: bool = False, delete_checkpoint: bool = True):
+        super().__init__()
+        if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
+            raise TypeError(f"`backup_dir` must be a folder path. Received: backup_dir={describe(backup_dir)}")
+        self.backup_dir = os.fspath(backup_dir)
+        if isinstance(save_freq, str) and save_freq != "epoch":
+            raise ValueError(f"`save_freq` must be 'epoch' or a positive number of steps. Received: "
+                             f"save_freq={save_freq!r}")
+        if save_freq != "epoch":
+            save_freq = check_int("save_freq", save_freq, minimum=1)
+        self.save_freq: str | int = save_freq
+        self.double_checkpoint = check_bool("double_checkpoint", double_checkpoint)
+        self.delete_checkpoint = check_bool("delete_checkpoint", delete_checkpoint)
+
+
 class LambdaCallback(Callback):
     """A callback from plain functions: LambdaCallback(on_epoch_end=lambda epoch, logs: ...)."""
 
