@@ -32,7 +32,8 @@ from convnet.layers.base import (
     serialize,
 )
 from convnet.layers.convolutional import Conv2D
-from convnet.layers.core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Lambda, Rescaling
+from convnet.layers.core import Activation, Dense, Dropout, Flatten, Lambda, Rescaling
+from convnet.layers.input_layer import Input, InputLayer
 from convnet.layers.normalization import BatchNormalization
 from convnet.layers.pooling import (
     AveragePooling2D,

@@ -1,4 +1,4 @@
-"""The core layers: Input, Dense, Flatten, Dropout, Activation, Rescaling and Lambda, as Keras's.
+"""The core layers: Dense, Flatten, Dropout, Activation, Rescaling and Lambda, as Keras's.
 
     >>> import torch
     >>> from convnet import layers
@@ -26,25 +26,6 @@ from convnet.layers.base import (
     check_input_shape,
     register,
 )
-
-
-@register
-class Input(Layer):
-    """Declares the input shape of a Sequential model (no batch axis): `Input(shape=(28, 28, 1))`."""
-
-    def __init__(self, shape: Sequence[int | None], batch_size: int | None = None, name: str | None = None):
-        super().__init__(name=name)
-        self.shape = check_input_shape("shape", shape)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, minimum=1)
-
-    def call(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def get_config(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "batch_size": self.batch_size, "name": self.name}
-
-
-InputLayer = Input
 
 
 @register
