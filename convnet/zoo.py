@@ -22,7 +22,7 @@ def seed_trunk(input_shape: Sequence[int], augmentation: Sequence[L.Layer] = ())
     3x3 convolutions, each block doubling the filters after a 2x2 max pool; `augmentation` layers go right
     after the Input. The presets below add their heads; experiments build variants on it."""
     return [
-        L.Input(shape=input_shape),
+        L.InputLayer(shape=input_shape),
         *augmentation,
         L.Conv2D(64, 7, activation="relu", padding="same"),
         L.MaxPooling2D(2),
@@ -64,7 +64,7 @@ def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
     instead of RBF units; SAME padding in C1 stands in for the original 32x32 input. 61,706 parameters."""
     num_classes = check_int("num_classes", num_classes, minimum=2)
     return Sequential([
-        L.Input(shape=input_shape),
+        L.InputLayer(shape=input_shape),
         *augmentation,
         L.Conv2D(6, 5, activation="tanh", padding="same", name="c1"),
         L.AveragePooling2D(2, name="s2"),

@@ -631,10 +631,11 @@ def test_lambda_errors():
 
 
 def test_input():
-    inp = layers.Input(shape=(28, 28, 1))
-    assert inp.shape == (28, 28, 1) and layers.InputLayer is layers.Input
-    assert layers.Input(shape=[None, None, 3]).shape == (None, None, 3)
-    assert layers.Input(shape=10).shape == (10,)
+    inp = layers.Input(shape=(28, 28, 1))  # a symbolic tensor, with the batch axis, as keras.Input
+    assert inp.shape == (None, 28, 28, 1) and isinstance(inp.node.operation, layers.InputLayer)
+    assert layers.Input(shape=[None, None, 3]).shape == (None, None, None, 3)
+    assert layers.Input(shape=10).shape == (None, 10)
+    assert layers.InputLayer(shape=(4, 4, 2)).shape == (4, 4, 2)
     model = models.Sequential([inp, layers.Flatten()])
     assert model.input_shape == (28, 28, 1) and model.built and model.output_shape == (784,)
     with pytest.raises(ValueError, match=r"`shape` entries must be positive integers \(None allowed for spatial "
@@ -808,7 +809,7 @@ EXAMPLES = {  # one instance per registered class, with non-default arguments wh
     "Flatten": lambda: layers.Flatten(name="flat"),
     "GlobalAveragePooling2D": lambda: layers.GlobalAveragePooling2D(keepdims=True),
     "GlobalMaxPooling2D": lambda: layers.GlobalMaxPooling2D(),
-    "Input": lambda: layers.Input(shape=(6, None, 4), batch_size=8, name="images"),
+    "InputLayer": lambda: layers.InputLayer(shape=(6, None, 4), batch_size=8, name="images"),
     "Lambda": lambda: layers.Lambda(lambda x: x * 2),
     "MaxPooling2D": lambda: layers.MaxPooling2D((2, 3), padding="same"),
     "Rescaling": lambda: layers.Rescaling(0.5, offset=1.0),
@@ -846,7 +847,7 @@ def test_config_round_trip(name):
     assert type(clone) is type(layer)
     assert clone.get_config() == spec["config"]
     assert repr(clone) == repr(layer)
-    if not isinstance(layer, layers.Input):  # building adds weights, not configuration
+    if not isinstance(layer, layers.InputLayer):  # building adds weights, not configuration
         layer.build_for((6, 6, 4))
         assert layers.serialize(layer) == spec
 

@@ -84,6 +84,6 @@ def test_list_models_by_pattern_and_unknown_names():
 
 def test_seed_trunk_is_the_seed_model_without_its_head():
     trunk = zoo.seed_trunk((28, 28, 1))
-    assert [type(layer).__name__ for layer in trunk] == ["Input", "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D",
+    assert [type(layer).__name__ for layer in trunk] == ["InputLayer", "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D",
                                                          "MaxPooling2D", "Conv2D", "Conv2D", "MaxPooling2D", "Flatten"]
     assert convnet.Sequential(trunk).count_params() == SEED_TRUNK

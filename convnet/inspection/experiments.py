@@ -233,7 +233,7 @@ def _count(stack: list[L.Layer], input_shape: tuple[int, ...], max_real: int) ->
     layers whose kernel would exceed `max_real` weights, counted as (inputs + 1) * units instead."""
     shape, total, formula = input_shape, 0, False
     for layer in stack:
-        if isinstance(layer, L.Input):
+        if isinstance(layer, L.InputLayer):
             continue
         if isinstance(layer, L.Dense) and shape[-1] * layer.units > max_real:
             total += (shape[-1] + int(layer.use_bias)) * layer.units  # too large to allocate
@@ -331,13 +331,13 @@ def _translation_models(input_shape: tuple[int, int, int], classes: int, hidden:
     """The dense network and two CNNs sharing one convolutional trunk, one with a Flatten head, one with a
     global-average-pooling head."""
     def trunk() -> list[L.Layer]:
-        return [L.Input(shape=input_shape),
+        return [L.InputLayer(shape=input_shape),
                 L.Conv2D(16, 3, padding="same", activation="relu"), L.MaxPooling2D(2),
                 L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(2),
                 L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPooling2D(2)]
 
     head = [L.Dense(hidden, activation="relu"), L.Dense(classes, activation="softmax")]
-    return {"dense": Sequential([L.Input(shape=input_shape), L.Flatten(), *head], name="dense"),
+    return {"dense": Sequential([L.InputLayer(shape=input_shape), L.Flatten(), *head], name="dense"),
             "cnn": Sequential([*trunk(), L.Flatten(), L.Dense(hidden, activation="relu"),
                                L.Dense(classes, activation="softmax")], name="cnn_flatten"),
             "cnn_gap": Sequential([*trunk(), L.GlobalAveragePooling2D(), L.Dense(hidden, activation="relu"),
@@ -451,7 +451,7 @@ def _pooling(settings: dict[str, Any], run: _Run) -> tuple[dict[str, Any], str, 
 def _pooling_probe(filters: int, kernel_size: int) -> tuple[Sequential, L.Conv2D]:
     """A small Fashion-MNIST CNN whose first layer, `conv`, makes the maps studied."""
     conv = L.Conv2D(filters, kernel_size, padding="same", activation="relu", name="conv")
-    model = Sequential([L.Input(shape=(28, 28, 1)), conv, L.MaxPooling2D(2),
+    model = Sequential([L.InputLayer(shape=(28, 28, 1)), conv, L.MaxPooling2D(2),
                         L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(2), L.Flatten(),
                         L.Dense(10, activation="softmax")], name="pooling_probe")
     return model, conv
@@ -659,7 +659,7 @@ class _RotationBanks:
     def __init__(self, kernels: np.ndarray, input_shape: tuple[int, ...]):
         size, channels = kernels.shape[0], kernels.shape[-1]
         conv = L.Conv2D(channels, size, padding="same", use_bias=False, name="rotated_filters")
-        self.model = Sequential([L.Input(shape=input_shape), conv], name="rotated_filters")
+        self.model = Sequential([L.InputLayer(shape=input_shape), conv], name="rotated_filters")
         conv.set_weights([kernels])
         self.every_90 = np.arange(channels).reshape(-1, 8)[:, ::2].ravel()  # the 0/90/180/270-degree filters
         self.pool_4, self.pool_8 = L.DepthMaxPool(4), L.DepthMaxPool(8)

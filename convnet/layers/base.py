@@ -29,6 +29,7 @@ from convnet._internal.checks import (
 )
 from convnet._internal.kernels import as_tensor, hwio_to_oihw, oihw_to_hwio
 from convnet._internal.registry import Registry
+from convnet.layers.node import Node, SymbolicTensor, is_symbolic, symbolic_call
 
 Shape = tuple  # a shape without the batch axis; None marks an unknown spatial size
 Geometry = tuple[tuple[int, int, int], tuple[int, int, int]]  # per axis (kernel span, stride, pad before)
@@ -157,6 +158,7 @@ class Layer(torch.nn.Module):
         self.input_shape: Shape | None = None
         self.output_shape: Shape | None = None
         self._channels: int | None = None  # the last-axis size the weights were built for
+        self._inbound_nodes: list[Node] = []  # one per call on symbolic tensors (graph definitions)
 
     # -- building ---------------------------------------------------------------------------------
     def build(self, input_shape: Shape) -> None:
@@ -215,6 +217,35 @@ class Layer(torch.nn.Module):
     # -- calling ----------------------------------------------------------------------------------
     def call(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """On data: compute (torch.nn.Module's call). On symbolic tensors (`convnet.Input(...)` or another
+        layer's output): record the call in a graph and return the symbolic output."""
+        if args and is_symbolic(args[0]):
+            if len(args) > 1 or kwargs:
+                raise TypeError(f"{self.label}: a call in a graph definition takes the input tensor(s) only. "
+                                f"Received extra arguments: {len(args) - 1} positional, {sorted(kwargs)}")
+            return symbolic_call(self, args[0])
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def input(self) -> SymbolicTensor | list[SymbolicTensor]:
+        """The symbolic input of the layer's first call in a graph, as Keras's `layer.input`."""
+        node = self._first_node("input")
+        return node.inputs if node.listed else node.inputs[0]
+
+    @property
+    def output(self) -> SymbolicTensor | list[SymbolicTensor]:
+        """The symbolic output of the layer's first call in a graph, as Keras's `layer.output` (feature
+        extraction: `Model(model.input, [layer.output for layer in model.layers])`)."""
+        node = self._first_node("output")
+        return node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
+
+    def _first_node(self, what: str) -> Node:
+        if not self._inbound_nodes:
+            raise ValueError(f"{self.label} has never been called on a symbolic tensor, so it has no {what}; "
+                             f"build a model with an input shape (layers.Input(shape=...)) first")
+        return self._inbound_nodes[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():

@@ -25,7 +25,7 @@ from convnet._internal.fileformat import check_tensors, decode, encode
 from convnet._internal.files import atomic_write
 
 if TYPE_CHECKING:
-    from convnet.models.sequential import Sequential
+    from convnet.models.model import Model
 
 def check_path(filepath: Any, argument: str = "filepath") -> str:
     if not isinstance(filepath, (str, os.PathLike)):
@@ -33,7 +33,7 @@ def check_path(filepath: Any, argument: str = "filepath") -> str:
     return os.fspath(filepath)
 
 
-def model_tensors(model: Sequential) -> dict[str, torch.Tensor]:
+def model_tensors(model: Model) -> dict[str, torch.Tensor]:
     tensors = {}
     for layer in model.layers:
         for name, array in zip(layer.weight_names(), layer.get_weights()):
@@ -41,7 +41,7 @@ def model_tensors(model: Sequential) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_model(model: Sequential, filepath: str | os.PathLike) -> None:
+def save_model(model: Model, filepath: str | os.PathLike) -> None:
     path = check_path(filepath)
     if not path.endswith(".convnet"):
         raise ValueError(f"model files end in '.convnet' (e.g. model.save('fashion.convnet')). Received: "
@@ -56,26 +56,26 @@ def save_model(model: Sequential, filepath: str | os.PathLike) -> None:
     atomic_write(path, encode(model_tensors(model), "model", config))
 
 
-def keras_shapes(model: Sequential) -> dict[str, tuple[int, ...]]:
+def keras_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     return {f"{layer.name}/{name}": shape for layer in model.layers
             for name, shape in zip(layer.weight_names(), layer.keras_weight_shapes())}
 
 
-def assign_weights(model: Sequential, tensors: dict[str, torch.Tensor], path: str) -> None:
+def assign_weights(model: Model, tensors: dict[str, torch.Tensor], path: str) -> None:
     """Check every expected tensor is present with its shape, then set the weights."""
     check_tensors(path, keras_shapes(model), tensors)
     for layer in model.layers:
         layer.set_weights([tensors[f"{layer.name}/{name}"].float().numpy() for name in layer.weight_names()])
 
 
-def save_weights(model: Sequential, filepath: str | os.PathLike) -> None:
+def save_weights(model: Model, filepath: str | os.PathLike) -> None:
     path = check_path(filepath)
     if not model.built:
         raise ValueError("save_weights: the model is not built")
     atomic_write(path, encode(model_tensors(model), "weights", {"layers": [l.name for l in model.layers]}))
 
 
-def load_weights(model: Sequential, filepath: str | os.PathLike) -> None:
+def load_weights(model: Model, filepath: str | os.PathLike) -> None:
     path = check_path(filepath)
     if not model.built:
         raise ValueError("load_weights: the model is not built; give it an input shape first")
