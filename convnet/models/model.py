@@ -601,6 +601,17 @@ class Model(torch.nn.Module):
 MODEL_CLASSES.register("Functional", Model)
 
 
+def sample_shape(model: Any) -> tuple | None:
+    """The shape of one input sample (no batch axis) of a one-input model, None while unknown: what code
+    inside convnet uses, whatever form `model.input_shape` takes."""
+    shape = model.input_shape
+    if shape is None:
+        return None
+    if isinstance(shape, list):
+        raise ValueError(f"{model.label} has {len(shape)} inputs; this takes models with one input")
+    return tuple(shape)
+
+
 def map_graph(inputs: list[SymbolicTensor], outputs: list[SymbolicTensor]) -> tuple[list[Node], list[Any]]:
     """The nodes between `inputs` and `outputs` in an order that computes each before its use, and the
     operations in Keras's order (by decreasing depth from the outputs, then by first meeting in a walk
