@@ -30,6 +30,16 @@ def test_summary_takes_medians_and_divides_by_the_best_peer():
     assert "ratio_to_best_peer" not in summary["peer a"]["32"]
 
 
+def test_functional_contestant_is_compared_with_the_sequential_not_counted_as_a_peer():
+    results = {**fake_results(), "convnet functional": {"32": [{"train_img_s": 196, "predict_img_s": 500}]}}
+    summary = bench.summarise(results, peak_gflops=100.0)
+    assert summary["convnet functional"]["32"]["ratio_to_sequential"] == pytest.approx(196 / 200)
+    assert summary["convnet"]["32"]["ratio_to_best_peer"] == pytest.approx(200 / 160)  # not 200 / 196
+    assert "0.980x Sequential" in bench.table({"summary": summary})
+    names = [name for name, _, _ in bench.contestants(bench.BenchConfig(functional=True), "cpu")[0]]
+    assert names == ["convnet", "convnet functional"]
+
+
 def test_table_has_a_row_per_contestant_and_marks_missing_batch_sizes():
     report = {"summary": bench.summarise(fake_results(), peak_gflops=100.0)}
     lines = bench.table(report).splitlines()

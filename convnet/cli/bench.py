@@ -5,7 +5,8 @@ pools), and the contestants take turns round by round, so slow drifts of a noisy
 alike. Each process trains a few warm-up batches, then times `steps` batches of Fashion-MNIST; figures are
 training images per second, and predict images per second over the 10,000 test images.
 
-Contestants: convnet (its public `fit`/`predict`), the hand-written PyTorch loops of `peers/torch_peer.py`
+Contestants: convnet (its public `fit`/`predict`; with `--functional`, also the same seed CNN built with the
+functional API, to measure the graph's overhead), the hand-written PyTorch loops of `peers/torch_peer.py`
 (eager32, cl32, and cl_bf16 / compile / CUDA graph where the device supports them), and the seed's Keras
 code when a Python with Keras is given (`--keras-python`, or the `CONVNET_KERAS_PYTHON` variable).
 Registering the command (`add_cli`) imports nothing heavy; NumPy and PyTorch load when it runs.
@@ -40,6 +41,7 @@ class BenchConfig:
     out: str = "bench.json"
     data_dir: str | None = None
     predict_images: int = 10000     # test images each contestant predicts (fewer only for quick checks)
+    functional: bool = False        # also time the seed CNN built with the functional API (graph overhead)
 
 
 def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
@@ -53,6 +55,12 @@ def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
     y = np.load(os.path.join(args.data, "y_train.npy")).astype(np.int64)
     x_test = np.load(os.path.join(args.data, "x_test.npy"))[..., None].astype(np.float32) / 255
     model = convnet.zoo.seed_cnn()
+    if args.api == "functional":  # the same layers (and initial weights) as a graph: Input -> ... -> Dense
+        inputs = convnet.Input(shape=(28, 28, 1))
+        outputs = inputs
+        for layer in model.layers:
+            outputs = layer(outputs)
+        model = convnet.Model(inputs, outputs, name="seed_cnn_functional")
     model.compile(loss="sparse_categorical_crossentropy", optimizer="nadam", metrics=["accuracy"], device=args.device)
     bs = args.batch_size
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
@@ -112,6 +120,9 @@ def contestants(config: BenchConfig, device: str
     python = sys.executable
     items: list[tuple[str, list[str], dict[str, str] | None]] = [
         ("convnet", [python, "-m", "convnet.cli.bench", "--worker", "convnet"], None)]
+    if config.functional:
+        items.append(("convnet functional", [python, "-m", "convnet.cli.bench", "--worker", "convnet",
+                                             "--api", "functional"], None))
     left_out: dict[str, str] = {}
     if not config.peers:
         return items, left_out
@@ -202,9 +213,12 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]], peak_gflops: 
                          "percent_of_peak": 100 * statistics.median(train) * TRAIN_GFLOP_PER_IMAGE / peak_gflops}
                 summary.setdefault(name, {})[bs] = entry
     for bs in {bs for by_batch in summary.values() for bs in by_batch}:
-        peers = [s[bs]["train"]["median"] for name, s in summary.items() if name != "convnet" and bs in s]
+        peers = [s[bs]["train"]["median"] for name, s in summary.items() if not name.startswith("convnet") and bs in s]
         if "convnet" in summary and bs in summary["convnet"] and peers:
             summary["convnet"][bs]["ratio_to_best_peer"] = summary["convnet"][bs]["train"]["median"] / max(peers)
+        graph = summary.get("convnet functional", {}).get(bs)
+        if graph is not None and bs in summary.get("convnet", {}):  # the graph's speed relative to the stack's
+            graph["ratio_to_sequential"] = graph["train"]["median"] / summary["convnet"][bs]["train"]["median"]
     return summary
 
 
@@ -226,6 +240,8 @@ def table(report: dict[str, Any]) -> str:
             cell = f"{t['median']:,.0f} ({t['min']:,.0f}-{t['max']:,.0f})"
             if "ratio_to_best_peer" in entry:
                 cell += f", {entry['ratio_to_best_peer']:.2f}x best peer"
+            if "ratio_to_sequential" in entry:
+                cell += f", {entry['ratio_to_sequential']:.3f}x Sequential"
             cells.append(cell + f", {entry['percent_of_peak']:.0f}% of peak")
         last = by_batch[str(sizes[-1])] if str(sizes[-1]) in by_batch else next(iter(by_batch.values()))
         cells.append(f"{last['predict']['median']:,.0f}")
@@ -242,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--data", required=True)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--api", default="sequential", choices=["sequential", "functional"])
     args = parser.parse_args(argv)
     print(json.dumps(_worker_convnet(args)))
 
@@ -269,6 +286,8 @@ def add_cli(commands: argparse._SubParsersAction) -> None:
                                      help="folder holding fashion-mnist (default: $CONVNET_DATA, the cache)"), "dir")
     complete_with(bench.add_argument("--out", default=default.out,
                                      help=f"where to write the JSON results (default: {default.out})"), "file")
+    bench.add_argument("--functional", action="store_true",
+                       help="also time the seed CNN built with the functional API (graph overhead)")
     bench.add_argument("--predict-images", type=int, default=default.predict_images,
                        help=f"test images each contestant predicts (default: all {default.predict_images})")
     bench.set_defaults(run=_cmd_bench)
@@ -282,7 +301,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                          f"{args.batch_size!r}") from None
     config = BenchConfig(device=args.device, batch_sizes=sizes, steps=args.steps, repeats=args.repeats,
                          peers=args.peers, keras_python=args.keras_python, keras_backend=args.keras_backend,
-                         out=args.out, data_dir=args.data_dir, predict_images=args.predict_images)
+                         out=args.out, data_dir=args.data_dir, predict_images=args.predict_images,
+                         functional=args.functional)
     report = run(config, log=lambda line: print(line, flush=True))
     env = report["environment"]
     print(f"\nDevice: {report['device']} ({env['processor']}, {env['cpu_threads']} threads; CUDA: {env['cuda_device']}); "

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from convnet.models.sequential import Sequential
+    from convnet.models.model import Model
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -58,12 +58,14 @@ def command_images(paths: Sequence[str], samples: Sequence[str] | None) -> list[
     return [CommandImage(path=path) for path in paths] + [CommandImage(sample=name) for name in samples or []]
 
 
-def model_input(model: Sequential, image: CommandImage) -> tuple[np.ndarray, str | None]:
+def model_input(model: Model, image: CommandImage) -> tuple[np.ndarray, str | None]:
     """(float32 (H, W, C) as the model takes it, a note saying what was converted or None), like `predict`:
     resized and converted to the model's input size and channels, times its preprocessing scale."""
-    if model.input_shape is None:
+    from convnet.models.model import sample_shape
+    shape = sample_shape(model)
+    if shape is None:
         raise UsageError(f"the model {model.name!r} has no input shape, so images cannot be converted for it")
-    height, width, channels = model.input_shape
+    height, width, channels = shape
     original = image.pixels()
     changes = []
     if original.shape[:2] != (height, width):
@@ -77,7 +79,7 @@ def model_input(model: Sequential, image: CommandImage) -> tuple[np.ndarray, str
     return pixels.astype(np.float32) * scale, note
 
 
-def load_model_file(path: str, device: str = "auto", compile: bool = False) -> Sequential:
+def load_model_file(path: str, device: str = "auto", compile: bool = False) -> Model:
     """The model in `path` on `device`."""
     from convnet.models import load_model
     return load_model(path, device=device, compile=compile)
