@@ -327,3 +327,44 @@ def test_lambda_in_a_graph_cannot_be_saved(tmp_path):
     model = convnet.Model(inputs, layers.Lambda(lambda t: t * 2, name="double")(inputs))
     with pytest.raises(ValueError, match=r"Lambda 'double'.*cannot be saved"):
         model.save(tmp_path / "lambda.convnet")
+
+
+def residual_classifier():
+    """A small residual graph with BatchNormalization and Dropout (state a resume must restore exactly)."""
+    convnet.utils.set_random_seed(0)
+    inputs = convnet.Input(shape=(12, 12, 1))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    y = layers.BatchNormalization()(layers.Conv2D(6, 3, padding="same")(x))
+    x = layers.Activation("relu")(layers.Add()([x, y]))
+    x = layers.Dropout(0.2)(layers.Flatten()(layers.MaxPooling2D(3)(x)))
+    model = convnet.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    model.compile(optimizer="nadam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], device="cpu")
+    return model
+
+
+def test_a_graph_checkpoints_and_resumes_bit_for_bit(synthetic, tmp_path):
+    images, labels = synthetic[0][:200], synthetic[1][:200]
+    first = residual_classifier()
+    first.fit(images, labels, batch_size=32, epochs=1, verbose=0, checkpoint_dir=tmp_path)
+    resumed = residual_classifier()
+    history = resumed.fit(images, labels, batch_size=32, epochs=3, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    uninterrupted = residual_classifier()
+    expected = uninterrupted.fit(images, labels, batch_size=32, epochs=3, verbose=0)
+    assert history.history == expected.history
+    for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_graph_trains_through_the_captured_step_as_eagerly(synthetic):
+    """The CUDA-graph bookkeeping (run on the CPU through its eager stand-in) on a functional model."""
+    from convnet.training import graphs
+    images, labels = synthetic[0][:100], synthetic[1][:100]
+    captured = residual_classifier()
+    captured.engine.capture_factory = lambda: graphs.EagerCapture(True)
+    captured.fit(images, labels, batch_size=32, epochs=2, verbose=0)
+    assert captured.engine.graph is not None
+    eager = residual_classifier()
+    eager.fit(images, labels, batch_size=32, epochs=2, verbose=0)
+    captured.engine.release()
+    for a, b in zip(captured.get_weights(), eager.get_weights()):
+        np.testing.assert_array_equal(a, b)
