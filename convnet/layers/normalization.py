@@ -1,4 +1,5 @@
-"""BatchNormalization with Keras's conventions (momentum, biased moving variance, weight order).
+"""BatchNormalization and LayerNormalization with Keras's conventions (momentum, biased moving variance,
+epsilon 1e-3, weight order).
 
     >>> import torch
     >>> from convnet import layers
@@ -7,18 +8,23 @@
     >>> out = bn(torch.tensor([[0.0], [2.0]]))      # batch mean 1, variance 1
     >>> [round(v, 3) for v in out[:, 0].tolist()], [round(float(bn.moving_mean[0]), 3)]
     ([-1.0, 1.0], [0.01])
+    >>> ln = layers.LayerNormalization(epsilon=1e-6)
+    >>> [round(v, 3) for v in ln(torch.tensor([[0.0, 2.0], [5.0, 7.0]])).flatten().tolist()]   # per sample
+    [-1.0, 1.0, -1.0, 1.0]
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
-from convnet._internal.checks import check_bool, check_float
+from convnet import initializers
+from convnet._internal.checks import check_bool, check_float, describe, is_int, shape_str
 from convnet._internal.kernels import channels_first, channels_last
-from convnet.layers.base import Layer, Shape, register
+from convnet.layers.base import Geometry, Layer, Shape, register
 
 
 @register
@@ -89,3 +95,96 @@ class BatchNormalization(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": -1, "momentum": self.momentum, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale}
+
+
+@register
+class LayerNormalization(Layer):
+    """Normalisation of each sample over `axis`, as `keras.layers.LayerNormalization`:
+    (x - mean) / sqrt(variance + epsilon) * gamma + beta, the mean and (biased) variance taken over the
+    axes in `axis` of each sample on its own, in training and at inference alike.
+
+    `axis` counts the batch axis, as in Keras: -1 (the default) normalises each pixel's channels; [1, 2, 3]
+    a whole NHWC image. gamma and beta have the sizes of those axes (Keras's weight shapes), in the order
+    gamma, beta. Keras 3's default epsilon is 1e-3.
+    """
+
+    def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, beta_initializer: Any = "zeros", gamma_initializer: Any = "ones",
+                 **kwargs: Any):
+        super().__init__(**kwargs)
+        if is_int(axis):
+            self.axis: int | list[int] = int(cast(int, axis))
+        elif isinstance(axis, Sequence) and not isinstance(axis, str) and axis and all(is_int(a) for a in axis):
+            self.axis = [int(a) for a in axis]
+        else:
+            raise TypeError(f"`axis` must be an int or a list of ints. Received: axis={describe(axis)}")
+        if 0 in ([self.axis] if isinstance(self.axis, int) else self.axis):
+            raise ValueError(f"`axis` counts the batch axis (0), which a layer normalisation does not normalise "
+                             f"over (each sample is normalised on its own); use 1, 2, ... or -1. "
+                             f"Received: axis={axis!r}")
+        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, include_min=False)
+        self.center = check_bool("center", center)
+        self.scale = check_bool("scale", scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.gamma: torch.nn.Parameter | None = None
+        self.beta: torch.nn.Parameter | None = None
+        self._dims: tuple[int, ...] = ()  # the normalised axes of a batch, ascending and non-negative
+
+    def _axes_for(self, input_shape: Shape) -> tuple[int, ...]:
+        """`axis` as ascending non-negative axes of a batch of samples of `input_shape`."""
+        rank = len(input_shape) + 1
+        axes = [self.axis] if isinstance(self.axis, int) else self.axis
+        if not all(-rank < a < rank for a in axes):
+            raise ValueError(f"{self.label}: axis={self.axis!r} is out of range for inputs of rank {rank} (batch "
+                             f"axis included); received shape {shape_str((None, *input_shape))}")
+        dims = tuple(sorted({a % rank for a in axes}))
+        if any(input_shape[d - 1] is None for d in dims):
+            raise ValueError(f"{self.label}: the normalised axes (axis={self.axis!r}) must have known sizes, "
+                             f"as gamma and beta are built for them; received shape {shape_str((None, *input_shape))}")
+        return dims
+
+    def build(self, input_shape: Shape) -> None:
+        self._dims = self._axes_for(input_shape)
+        shape = tuple(input_shape[d - 1] for d in self._dims)  # Keras's weight shape
+        if self.scale:
+            self.gamma = torch.nn.Parameter(self.gamma_initializer(shape))
+        if self.center:
+            self.beta = torch.nn.Parameter(self.beta_initializer(shape))
+
+    def call(self, x: torch.Tensor) -> torch.Tensor:
+        dims = self._dims
+        rank = x.dim()
+        if dims == tuple(range(rank - len(dims), rank)):  # trailing axes: PyTorch's fused kernel
+            return F.layer_norm(x, tuple(x.shape[rank - len(dims):]), self.gamma, self.beta, self.epsilon)
+        variance, mean = torch.var_mean(x, dim=dims, keepdim=True, unbiased=False)
+        out = (x - mean) * torch.rsqrt(variance + self.epsilon)
+        broadcast = [x.shape[d] if d in dims else 1 for d in range(rank)]  # e.g. (1, H, 1, C) for axis=[1, 3]
+        if self.gamma is not None:
+            out = out * self.gamma.reshape(broadcast)
+        if self.beta is not None:
+            out = out + self.beta.reshape(broadcast)
+        return out
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        self._axes_for(input_shape)  # raises for an axis out of range
+        return input_shape
+
+    def geometry(self, input_shape: Shape) -> Geometry | None:
+        """A 1x1 window when normalising channels only; None when the statistics span height or width."""
+        if len(input_shape) != 3:
+            return None
+        return ((1, 1, 0), (1, 1, 0)) if self._axes_for(input_shape) == (3,) else None
+
+    def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
+        variables: list[tuple[str, torch.Tensor, str]] = []
+        if self.gamma is not None:
+            variables.append(("gamma", self.gamma, "same"))
+        if self.beta is not None:
+            variables.append(("beta", self.beta, "same"))
+        return variables
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale, "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer)}
