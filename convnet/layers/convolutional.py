@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from convnet import initializers
+from convnet import initializers, regularizers
 from convnet import nn as ops
 from convnet._internal.checks import check_bool, check_choice, check_int, shape_str
-from convnet._internal.kernels import Pads, conv2d_nchw, to_nchw, to_nhwc
+from convnet._internal.kernels import Pads, conv2d_nchw, oihw_to_hwio, to_nchw, to_nhwc
 from convnet.layers.base import (
     ActivationMixin,
     Geometry,
@@ -36,12 +36,16 @@ from convnet.layers.base import (
 
 
 @register
-class Conv2D(ActivationMixin, Layer):
+class Conv2D(regularizers.Regularized, ActivationMixin, Layer):
     """2-D convolution over NHWC inputs, as `keras.layers.Conv2D`.
 
     Output shape: (N, H', W', filters), H' = ceil(H / s) for "same", ceil((H - (k - 1) * d) / s) for
     "valid" (TensorFlow's SAME rule: the extra padding pixel goes bottom/right). Kernel in Keras layout:
     (kh, kw, C / groups, filters).
+
+    `kernel_regularizer`, `bias_regularizer` and `activity_regularizer` are Keras's, as on Dense: the kernel is
+    penalised in Keras's (kh, kw, in, out) layout, the activity on the output, divided by the batch size;
+    `regularizers.penalty(model)` sums them.
     """
 
     input_ndim = 4
@@ -50,7 +54,8 @@ class Conv2D(ActivationMixin, Layer):
                  padding: str = "valid", activation: Any = None, use_bias: bool = True,
                  dilation_rate: int | Sequence[int] = 1, groups: int = 1,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
-                 data_format: str | None = None, **kwargs: Any):
+                 data_format: str | None = None, kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.filters = check_int("filters", filters, minimum=1)
         self.kernel_size = int_pair("kernel_size", kernel_size)
@@ -64,6 +69,7 @@ class Conv2D(ActivationMixin, Layer):
         self.use_bias = check_bool("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self._set_regularizers(kernel_regularizer, bias_regularizer, activity_regularizer)
         check_data_format(data_format)
         self.kernel: torch.nn.Parameter | None = None
         self.bias: torch.nn.Parameter | None = None
@@ -93,7 +99,17 @@ class Conv2D(ActivationMixin, Layer):
         pads = self._padding_for(x.shape[1], x.shape[2])
         out = conv2d_nchw(to_nchw(x), self.kernel, self.bias, self.strides, self.dilation_rate,
                           pads, self.groups)  # (N, C, H, W) -> (N, filters, H', W')
-        return to_nhwc(out)  # (N, H', W', filters)
+        out = to_nhwc(out)  # (N, H', W', filters)
+        self._record_activity(out, self.activation)
+        return out
+
+    def _regularized_weights(self) -> list[tuple[str, torch.Tensor]]:
+        if self.kernel is None:
+            return []
+        weights = [("kernel", oihw_to_hwio(self.kernel))]  # (O, I, kh, kw) -> Keras's (kh, kw, I, O), a view
+        if self.bias is not None:
+            weights.append(("bias", self.bias))
+        return weights
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         h, w = (spatial_output_size(size, k, s, self.padding, d) for size, k, s, d in
@@ -121,4 +137,4 @@ class Conv2D(ActivationMixin, Layer):
                 "activation": activation_config(self.activation), "use_bias": self.use_bias,
                 "dilation_rate": list(self.dilation_rate), "groups": self.groups,
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer)}
+                "bias_initializer": initializers.serialize(self.bias_initializer), **self.regularizer_config()}
