@@ -798,6 +798,29 @@ def test_register_refuses_a_second_class_of_the_same_name():
 
 EXAMPLES = {  # one instance per registered class, with non-default arguments where it has any
     "Activation": lambda: layers.Activation("tanh", name="act"),
+    "Add": lambda: layers.Add(name="plus"),
+    "Average": lambda: layers.Average(),
+    "Concatenate": lambda: layers.Concatenate(axis=2),
+    "Conv2DTranspose": lambda: layers.Conv2DTranspose(3, (2, 3), strides=(2, 1), padding="same",
+                                                      output_padding=(1, 0), activation="elu"),
+    "Cropping2D": lambda: layers.Cropping2D((1, 2)),
+    "DepthwiseConv2D": lambda: layers.DepthwiseConv2D((3, 2), strides=2, padding="same", depth_multiplier=2,
+                                                      activation="relu", use_bias=False,
+                                                      depthwise_initializer="he_normal"),
+    "LayerNormalization": lambda: layers.LayerNormalization(axis=[1, 2, 3], epsilon=1e-5, center=False),
+    "LeakyReLU": lambda: layers.LeakyReLU(negative_slope=0.2),
+    "Maximum": lambda: layers.Maximum(),
+    "Minimum": lambda: layers.Minimum(),
+    "Multiply": lambda: layers.Multiply(),
+    "ReLU": lambda: layers.ReLU(max_value=6.0, negative_slope=0.1, threshold=0.05),
+    "Reshape": lambda: layers.Reshape((-1, 8)),
+    "SeparableConv2D": lambda: layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, dilation_rate=2,
+                                                      pointwise_initializer="he_uniform", bias_initializer="ones"),
+    "Softmax": lambda: layers.Softmax(axis=[1, 2]),
+    "SpatialDropout2D": lambda: layers.SpatialDropout2D(0.3, seed=1),
+    "Subtract": lambda: layers.Subtract(),
+    "UpSampling2D": lambda: layers.UpSampling2D((2, 3), interpolation="bilinear"),
+    "ZeroPadding2D": lambda: layers.ZeroPadding2D(((1, 2), (0, 1))),
     "AveragePooling2D": lambda: layers.AveragePooling2D(3, strides=2, padding="same"),
     "BatchNormalization": lambda: layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False),
     "Conv2D": lambda: layers.Conv2D(4, (3, 2), strides=(2, 1), padding="same", activation="relu", groups=2,
@@ -817,7 +840,8 @@ EXAMPLES = {  # one instance per registered class, with non-default arguments wh
     "RandomTranslation": lambda: augment.RandomTranslation(0.1, (-0.2, 0.1), fill_mode="constant", fill_value=0.5),
     "RandomRotation": lambda: augment.RandomRotation(0.05, fill_mode="nearest"),
     "RandomCrop": lambda: augment.RandomCrop(4, 5),
-    "RandomErasing": lambda: augment.RandomErasing(probability=1.0, scale=(0.1, 0.2), value=0.5),
+    "RandomErasing": lambda: augment.RandomErasing(factor=(1.0, 1.0), scale=(0.1, 0.2), fill_value=0.5,
+                                                   value_range=(0, 1), seed=3),
 }
 UNSERIALISABLE = {"Lambda"}  # holds code; files never carry code
 
@@ -848,7 +872,7 @@ def test_config_round_trip(name):
     assert clone.get_config() == spec["config"]
     assert repr(clone) == repr(layer)
     if not isinstance(layer, layers.InputLayer):  # building adds weights, not configuration
-        layer.build_for((6, 6, 4))
+        layer.build_for([(6, 6, 4)] * 2 if getattr(layer, "multiple_inputs", False) else (6, 6, 4))
         assert layers.serialize(layer) == spec
 
 
@@ -894,7 +918,7 @@ def test_gradients_flow(name):
     layer = _example(name)
     layer.train(True)
     x = torch.randn(3, 6, 6, 4, requires_grad=True)
-    out = layer(x)
+    out = layer([x, torch.randn(3, 6, 6, 4)] if getattr(layer, "multiple_inputs", False) else x)
     loss = (out * torch.randn_like(out)).sum()  # random weighting: a softmax's plain sum would have zero grads
     loss.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()

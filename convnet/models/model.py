@@ -37,7 +37,7 @@ from convnet import optimizers as optimizers_module
 from convnet._internal.checks import check_choice, check_str, describe, shape_str, unknown_name
 from convnet._internal.registry import Registry
 from convnet._internal.table import binary_bytes, box_table, si
-from convnet.layers import InputLayer, Layer
+from convnet.layers import InputLayer
 from convnet.layers.node import Node, SymbolicTensor, flatten_tensors, is_symbolic, symbolic_call
 from convnet.models.saving import load_weights, save_model, save_weights
 from convnet.training import loop as training
@@ -475,10 +475,9 @@ class Model(torch.nn.Module):
             if not node.is_input:
                 in_shapes = [t.shape[1:] for t in node.inputs]
                 field = _merge_fields([fields.get(id(t)) for t in node.inputs])
-                geometry = cast(Any, operation).geometry(in_shapes[0]) \
-                    if field is not None and hasattr(operation, "geometry") and not node.listed else None
-                if node.listed and field is not None and isinstance(operation, Layer):
-                    geometry = ((1, 1, 0), (1, 1, 0))  # a merge combines positions one to one
+                geometry = None
+                if field is not None and hasattr(operation, "geometry"):  # a merge takes the list of shapes
+                    geometry = operation.geometry(in_shapes if node.listed else in_shapes[0])
                 out_field = None if geometry is None or field is None else [
                     (size + (k - 1) * jump, jump * s, start + ((k - 1) / 2 - pad) * jump)
                     for (size, jump, start), (k, s, pad) in zip(field, geometry)]
@@ -699,6 +698,8 @@ def _macs(layer: Any, in_shape: tuple, out_shape: tuple) -> int:
         return sum(row["macs"] for row in layer.layer_table())
     if any(d is None for d in (*in_shape, *out_shape)):
         return 0
+    if hasattr(layer, "macs"):  # layers that know their own count (depthwise, separable, transposed)
+        return int(layer.macs(in_shape, out_shape))
     if isinstance(layer, layers_module.Conv2D):
         kh, kw = layer.kernel_size
         return math.prod(out_shape) * kh * kw * (in_shape[-1] // layer.groups)
