@@ -6,8 +6,8 @@
     1406218
 
 The public API, one namespace per concept as in Keras: `nn` (TF-semantics ops), `layers`, `augment`,
-`activations`, `initializers`, `losses`, `metrics`, `optimizers`, `schedules`, `callbacks`, `models`,
-`zoo`, `datasets`, `utils`; `Input` and `Model` (the functional API); inspection (`explain`, `viz`,
+`activations`, `initializers`, `regularizers`, `losses`, `metrics`, `optimizers`, `schedules`, `callbacks`,
+`models`, `zoo`, `datasets`, `utils`; `Input` and `Model` (the functional API); inspection (`explain`, `viz`,
 `report`, `experiments`, all in `convnet.inspection`), run folders (`runs`) and the command line (`cli`).
 Every one of them, and `Input`, `Model`, `Sequential` and `load_model`, loads on first use: `import convnet`
 itself does not import PyTorch, so the command line answers `--help` at once.
@@ -23,7 +23,8 @@ from convnet._internal import moved as _moved
 __version__ = "0.1.0"
 
 _NAMESPACES = ("activations", "augment", "callbacks", "initializers", "layers", "losses", "metrics", "models", "nn",
-               "optimizers", "schedules", "utils", "zoo", "datasets", "inspection", "runs", "training", "cli")
+               "optimizers", "regularizers", "schedules", "utils", "zoo", "datasets", "inspection", "runs", "training",
+               "cli")
 _FROM_MODELS = ("Model", "Sequential", "load_model")
 _FROM_LAYERS = ("Input",)
 
@@ -45,8 +46,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Input", "Model", "Sequential", "load_model", "activations", "augment", "callbacks", "initializers",
-           "layers", "losses", "metrics", "models", "nn", "optimizers", "schedules", "utils", "zoo", "datasets",
-           "inspection", "runs", "training", "cli", "__version__"]
+           "layers", "losses", "metrics", "models", "nn", "optimizers", "regularizers", "schedules", "utils", "zoo",
+           "datasets", "inspection", "runs", "training", "cli", "__version__"]
 
 
 def __dir__() -> list[str]:

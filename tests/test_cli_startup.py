@@ -87,7 +87,8 @@ def test_import_convnet_is_light_and_every_public_name_still_loads():
     heavy, listed, loaded, dense, sequential = json.loads(out)
     assert heavy == [] and listed
     assert (dense, sequential) == ("Dense", "Sequential")
-    assert loaded.pop("Sequential") == "type" and loaded.pop("load_model") == "function"
+    assert loaded.pop("Sequential") == "type" and loaded.pop("Model") == "type" and loaded.pop("load_model") == "function"
+    assert loaded.pop("Input") == "function"  # as keras.Input: it returns a symbolic tensor
     assert loaded.pop("__version__") == "str"
     assert set(loaded.values()) == {"module"}
 
