@@ -30,7 +30,9 @@ product) on its device, so a step makes no host sync and `state_dict()` saves it
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -419,6 +421,9 @@ class Optimizer:
                             f"Accepted: learning_rate, {', '.join(self.defaults)}")
         self.hyper = {key: _check_hyper(key, value, self.defaults[key])
                       for key, value in {**self.defaults, **hyper}.items()}
+        self._excluded: list[torch.Tensor] = []  # exclude_from_weight_decay's weights, and its name pattern
+        self._excluded_pattern: re.Pattern[str] | None = None
+        self._built: weakref.ref[torch.optim.Optimizer] | None = None  # the torch optimizer built last
 
     @property
     def schedule(self) -> LearningRateSchedule | None:
@@ -430,9 +435,69 @@ class Optimizer:
         schedule = self.schedule
         return schedule(0) if schedule is not None else float(self.learning_rate)  # type: ignore[arg-type]
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The torch optimizer over `params` that applies this optimizer's Keras rule."""
-        return self.torch_class(params, lr=self.initial_rate, **self.hyper)
+    def exclude_from_weight_decay(self, var_list: Sequence[torch.Tensor] | None = None,
+                                  var_names: Sequence[str] | None = None) -> None:
+        """Keras's `exclude_from_weight_decay`: the weights in `var_list`, and those whose name contains one
+        of `var_names` (a regular-expression search in the weight's Keras name: "kernel", "bias", "gamma"...),
+        are not decayed. Each call replaces the previous exclusions, as Keras's does.
+
+        Raises:
+            ValueError: called after `build` (compile builds the optimizer of a built model), as Keras refuses
+                it once the optimizer is built.
+            TypeError: `var_list` is not a list of tensors, or `var_names` not a list of strings.
+
+        >>> adamw = AdamW()
+        >>> adamw.exclude_from_weight_decay(var_names=["bias"])
+        >>> kernel, bias = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+        >>> [group["weight_decay"] for group in adamw.build([kernel, bias], names=["kernel", "bias"]).param_groups]
+        [0.004, None]
+        """
+        if self._built is not None:
+            raise ValueError(f"{type(self).__name__}: `exclude_from_weight_decay()` can only be configured before the "
+                             f"optimizer is built (call it before `compile`)")
+        if var_list is not None and (not isinstance(var_list, (list, tuple))
+                                     or not all(isinstance(v, torch.Tensor) for v in var_list)):
+            raise TypeError(f"`var_list` must be a list of weights (tensors). Received: var_list={describe(var_list)}")
+        if var_names is not None and (not isinstance(var_names, (list, tuple))
+                                      or not all(isinstance(n, str) for n in var_names)):
+            raise TypeError(f"`var_names` must be a list of strings. Received: var_names={describe(var_names)}")
+        self._excluded = list(var_list or [])
+        self._excluded_pattern = re.compile("|".join(sorted(set(var_names)))) if var_names else None
+
+    def _decays(self, param: torch.Tensor, name: str | None) -> bool:
+        """Keras's `_use_weight_decay`: not in the excluded list, and no excluded name in the weight's name."""
+        if any(param is excluded for excluded in self._excluded):
+            return False
+        if self._excluded_pattern is None:
+            return True
+        if name is None:
+            raise ValueError(f"{type(self).__name__}: `exclude_from_weight_decay(var_names=...)` needs the weights' "
+                             f"names; build(params, names=[...]) was given none")
+        return self._excluded_pattern.search(name) is None
+
+    def build(self, params: Iterable[torch.nn.Parameter], names: Sequence[str] | None = None) -> torch.optim.Optimizer:
+        """The torch optimizer over `params` that applies this optimizer's Keras rule. `names` are the weights'
+        Keras names ("kernel", "bias", ...), one per parameter, for `exclude_from_weight_decay(var_names=...)`;
+        the excluded parameters form a second param group whose `weight_decay` is None."""
+        params = list(params)
+        if names is not None and len(names) != len(params):
+            raise ValueError(f"`names` must hold one name per parameter: {len(params)} parameters, {len(names)} names")
+        groups: Iterable[Any] = params
+        if self.hyper.get("weight_decay") is not None and (self._excluded or self._excluded_pattern is not None):
+            decays = [self._decays(p, None if names is None else names[i]) for i, p in enumerate(params)]
+            kept: list[dict[str, Any]] = [{"params": [p for p, d in zip(params, decays) if d]},
+                    {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": None}]
+            groups = [group for group in kept if group["params"]]
+        optimizer = self.torch_class(groups, lr=self.initial_rate, **self.hyper)
+        self._built = weakref.ref(optimizer)
+        return optimizer
+
+    @property
+    def iterations(self) -> int:
+        """Keras's `optimizer.iterations`: the steps taken by the torch optimizer this description built last
+        (0 before it is built, and again after `compile` builds a new one). Reading it waits for the device."""
+        optimizer = None if self._built is None else self._built()
+        return 0 if optimizer is None else iterations(optimizer)
 
     def get_config(self) -> dict[str, Any]:
         rate = schedules.serialize(self.schedule) if self.schedule is not None else self.learning_rate
@@ -547,6 +612,22 @@ class Adamax(Optimizer):
 
 NAdam = Nadam
 _CLASSES = {cls.__name__: cls for _, cls in _REGISTRY.items()}
+
+
+def iterations(optimizer: torch.optim.Optimizer) -> int:
+    """How many steps `optimizer` has taken: Keras's `optimizer.iterations`, read from the per-parameter step
+    counts (the largest: a parameter that had no gradient at some step counts fewer). 0 for an optimizer that
+    keeps no count (torch's SGD). A host read of each count: `fit` calls it once, then counts in Python.
+
+    >>> weight = torch.nn.Parameter(torch.ones(2))
+    >>> optimizer = Adam().build([weight])
+    >>> weight.grad = torch.ones(2)
+    >>> optimizer.step(); optimizer.step()
+    >>> iterations(optimizer)
+    2
+    """
+    counts = [entry["step"] for entry in optimizer.state.values() if "step" in entry]
+    return max((int(float(count)) for count in counts), default=0)
 
 
 def list_optimizers(pattern: str = "*") -> list[str]:

@@ -99,8 +99,23 @@ class OneCycle(LearningRateSchedule):
 
 
 class CosineDecay(LearningRateSchedule):
-    """Keras's CosineDecay: optional linear warm-up to `warmup_target`, then cosine decay to
-    alpha * the starting rate over `decay_steps`."""
+    """Keras 3's CosineDecay (keras/src/optimizers/schedules/learning_rate_schedule.py): cosine decay from
+    the starting rate to alpha * that rate over `decay_steps`, then flat; with `warmup_target`, first a
+    linear warm-up from `initial_learning_rate` to `warmup_target` over `warmup_steps`, and the decay starts
+    from `warmup_target`. Without `warmup_target`, `warmup_steps` is ignored, as Keras ignores it:
+
+        no warmup_target:  lr(t) = initial * decayed(min(t, decay_steps) / decay_steps)
+        warmup_target:     lr(t) = initial + (target - initial) * t / warmup_steps       for t < warmup_steps
+                           lr(t) = target * decayed(min(t - warmup_steps, decay_steps) / decay_steps)  after
+        decayed(f) = (1 - alpha) * (1 + cos(pi * f)) / 2 + alpha
+
+    >>> [round(CosineDecay(1.0, decay_steps=4)(t), 4) for t in range(6)]
+    [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
+    >>> CosineDecay(1.0, decay_steps=4, warmup_steps=2)(1) == CosineDecay(1.0, decay_steps=4)(1)  # no target
+    True
+    >>> [round(CosineDecay(0.0, 4, warmup_target=1.0, warmup_steps=2)(t), 4) for t in range(4)]
+    [0.0, 0.5, 1.0, 0.8536]
+    """
 
     length_attribute = "decay_steps"
 
@@ -114,12 +129,13 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
 
     def __call__(self, step: int) -> float:
+        warmup = 0 if self.warmup_target is None else self.warmup_steps  # Keras ignores the steps without a target
         start = self.initial_learning_rate if self.warmup_target is None else self.warmup_target
-        if step < self.warmup_steps:
-            return self.initial_learning_rate + (start - self.initial_learning_rate) * step / self.warmup_steps
-        if step == self.warmup_steps:
+        if step < warmup:
+            return self.initial_learning_rate + (start - self.initial_learning_rate) * step / warmup
+        if step == warmup:
             return start  # known before fit fixes the run's length
-        fraction = min((step - self.warmup_steps) / self._length(), 1.0)
+        fraction = min((step - warmup) / self._length(), 1.0)
         cosine = (1 + math.cos(math.pi * fraction)) / 2
         return start * ((1 - self.alpha) * cosine + self.alpha)
 

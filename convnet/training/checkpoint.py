@@ -35,7 +35,8 @@ class TrainingState:
 
     epoch: int = 0                        # the epoch in progress (0-based)
     step: int = 0                         # steps finished in that epoch
-    global_step: int = 0                  # steps finished since the start of training
+    global_step: int = 0                  # the optimizer's steps so far (Keras's optimizer.iterations):
+                                          # what a schedule reads; it goes on across fits
     seen: int = 0                         # samples seen in the epoch (for the running means)
     totals: torch.Tensor | None = None    # the epoch's [loss, metric...] sums, float64
     order: torch.Tensor | None = None     # the epoch's shuffling order, None without shuffling

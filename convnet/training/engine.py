@@ -26,6 +26,8 @@ from convnet._internal.checks import check_choice
 from convnet.training.graphs import Capture, CudaGraphCapture, GraphedStep
 
 if TYPE_CHECKING:
+    from convnet.losses import Loss
+    from convnet.metrics import Metric
     from convnet.models.sequential import Sequential
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -83,22 +85,86 @@ def fused_activation(model: Sequential) -> str | None:
     return name if name is not None and name == loss.fused_activation else None
 
 
-def batch_sums(model: Sequential, loss_sum: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor,
-               fused: str | None) -> torch.Tensor:
-    """[loss sum, metric sums...] for one batch, as a float64 tensor on the device; `outputs` are logits
-    when `fused` names the activation they leave out."""
+def weighted_metrics(model: Sequential) -> list[Metric]:
+    """The metrics weighted by `sample_weight` (Keras's `compile(weighted_metrics=...)`); none until the model
+    has them. Keras weighs only these: the `metrics` of `compile` ignore sample and class weights."""
+    return list(getattr(model, "weighted_metrics", None) or [])
+
+
+class Scores:
+    """What the sums of a batch hold, and how they become the logged means, as Keras 3 computes them.
+
+    Layout: [loss, metrics..., weighted metrics..., weight sum], the weight sum only with weighted metrics.
+    - "loss": the sum over samples of w * loss (w = 1 without weights), divided by the number of samples:
+      Keras's loss tracker averages the batches' `sum(w * loss) / batch_size` weighted by batch size;
+    - a metric: the sum of its per-sample values over the number of samples (unweighted, as Keras's
+      `metrics`);
+    - a weighted metric: sum(w * value) / sum(w), 0 when the weights sum to 0 (Keras's `Mean` metric with
+      `sample_weight`, and its `divide_no_nan`).
+
+    Names follow Keras's rule: a weighted metric whose name a metric already has is "weighted_<name>".
+    """
+
+    def __init__(self, model: Sequential):
+        names = list(model.metrics_names)
+        for metric in weighted_metrics(model):
+            names.append(f"weighted_{metric.name}" if metric.name in names else metric.name)
+        self.names = names
+        self.weighted = len(names) - len(model.metrics_names)
+        self.size = len(names) + (1 if self.weighted else 0)
+
+    def mean_tensor(self, totals: torch.Tensor, seen: int) -> torch.Tensor:
+        """The means as a tensor on the totals' device (no host sync), in the order of `names`."""
+        count = max(seen, 1)
+        if not self.weighted:
+            return totals / count
+        plain = totals[:len(self.names) - self.weighted] / count
+        weight_sum = totals[-1]
+        weighted = totals[len(self.names) - self.weighted:-1] / weight_sum
+        return torch.cat([plain, torch.where(weight_sum == 0, torch.zeros_like(weighted), weighted)])
+
+    def means(self, totals: torch.Tensor, seen: int) -> dict[str, float]:
+        """The means as floats by name (one host read)."""
+        return dict(zip(self.names, self.mean_tensor(totals, seen).tolist()))
+
+
+def loss_sum(loss: Loss, y: torch.Tensor, outputs: torch.Tensor, logits: bool | None,
+             sample_weight: torch.Tensor | None) -> torch.Tensor:
+    """sum(w * loss) over the batch (plain sum without weights): Keras's weighted loss before it divides by
+    the batch size ("sum_over_batch_size"). `logits` as for `Loss.sum`."""
+    if sample_weight is None:
+        return loss.sum(y, outputs, logits=logits)
+    values = loss.per_sample(y, outputs, loss.from_logits if logits is None else logits)  # (N,)
+    return (values * sample_weight).sum()
+
+
+def _per_sample(metric: Metric, y: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """The metric's value for each sample, shape (N,): its `batch_sum` of one-sample batches, vectorised."""
+    return torch.func.vmap(lambda yi, pi: metric.batch_sum(yi[None], pi[None]))(y, predictions).float()
+
+
+def batch_sums(model: Sequential, loss_total: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor,
+               fused: str | None, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The sums of one batch laid out as `Scores` says, as a float64 tensor on the device; `loss_total` is
+    `loss_sum`'s; `outputs` are logits when `fused` names the activation they leave out."""
+    weighted = weighted_metrics(model)
     predictions = outputs
-    if fused is not None and any(metric.needs_probabilities for metric in model.metrics):
+    if fused is not None and any(metric.needs_probabilities for metric in (*model.metrics, *weighted)):
         predictions = model.activate(outputs)
-    values = [loss_sum.float()] + [metric.batch_sum(y, predictions).float() for metric in model.metrics]
+    values = [loss_total.float()] + [metric.batch_sum(y, predictions).float() for metric in model.metrics]
+    if weighted:
+        weight = (torch.ones(y.shape[0], device=y.device) if sample_weight is None
+                  else sample_weight.float())
+        values += [(_per_sample(metric, y, predictions) * weight).sum() for metric in weighted]
+        values.append(weight.sum())
     return torch.stack(values).double()
 
 
 class Engine:
     """Runs training steps and inference batches of one compiled model.
 
-    `train_step(x, y)` and `eval_batch(x, y)` return [loss sum, metric sums...] as a float64 tensor on the
-    device, without synchronising with the host.
+    `train_step(x, y)` and `eval_batch(x, y)` return the batch's sums ([loss sum, metric sums...], laid out
+    as `Scores` says) as a float64 tensor on the device, without synchronising with the host.
 
     Full batches go through a CUDA graph where `capture_factory` is set (a GPU, jit "auto" or "graphs"):
     the first full batch runs eagerly (it creates the optimizer's state), the second is captured, the rest
@@ -119,6 +185,8 @@ class Engine:
         if self.device.type == "cuda" and self.jit != "eager":
             self.capture_factory = functools.partial(CudaGraphCapture, self.device)
         self._graph: GraphedStep | None = None
+        self._graph_weighted = False  # whether the graph was captured with sample weights
+        self._weights: torch.Tensor | None = None  # the static sample weights the graph reads
         self._graph_failed = False
         self._eager_full_steps = 0  # full batches run eagerly since the graph (if any) was dropped
         prepare_model(model)
@@ -138,32 +206,43 @@ class Engine:
             return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.use_graphs)
         return contextlib.nullcontext()
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, set_to_none: bool = True) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, set_to_none: bool = True,
+             sample_weight: torch.Tensor | None = None) -> torch.Tensor:
         """One eager optimisation step. Gradients are zeroed first: set to None, or zeroed in place
-        (`set_to_none=False`) where a CUDA graph reads them at their addresses."""
+        (`set_to_none=False`) where a CUDA graph reads them at their addresses. The gradient is that of
+        Keras's batch loss, sum(w * loss) / batch size (w = 1 without `sample_weight`)."""
         model, optimizer, loss = self.model, self.model.optimizer_, self.model.loss
         assert optimizer is not None and loss is not None, "compile() sets the optimizer and the loss"
         optimizer.zero_grad(set_to_none=set_to_none)
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
-        loss_sum = loss.sum(y, outputs.float(), logits=True if self.fused else None)
-        (loss_sum / x.shape[0]).backward()
+        total = loss_sum(loss, y, outputs.float(), True if self.fused else None, sample_weight)
+        (total / x.shape[0]).backward()
         optimizer.step()
         with torch.no_grad():
-            return batch_sums(model, loss_sum.detach(), y, outputs.detach().float(), self.fused)
+            return batch_sums(model, total.detach(), y, outputs.detach().float(), self.fused, sample_weight)
 
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.step(x, y, set_to_none=False)
+        return self.step(x, y, set_to_none=False, sample_weight=self._weights)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, full_batch: int | None = None) -> torch.Tensor:
-        """One optimisation step; `full_batch` is the fit's batch size (graphs serve only full batches)."""
-        if self._graph is not None and self._graph.stale:  # a loaded optimizer state: the graph reads old tensors
-            self.release()
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, full_batch: int | None = None,
+                   sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimisation step; `full_batch` is the fit's batch size (graphs serve only full batches);
+        `sample_weight` (N,) weighs each sample's loss. A graph captured with weights reads them from a
+        static tensor of its own (filled before each replay); one captured without has none, so a step
+        of the other kind drops it and captures again."""
+        graph = self._graph
+        if graph is not None and (graph.stale or self._graph_weighted != (sample_weight is not None)):
+            self.release()  # a loaded optimizer state (the graph reads old tensors), or weights come or go
         full = full_batch is not None and x.shape[0] == full_batch
         if full and self._graph is not None:
+            if self._weights is not None and sample_weight is not None:
+                self._weights.copy_(sample_weight, non_blocking=True)
             return self._graph(x, y)
         if full and self.use_graphs and self._eager_full_steps > 0:
             assert self.capture_factory is not None and self.model.optimizer_ is not None
+            self._graph_weighted = sample_weight is not None
+            self._weights = None if sample_weight is None else sample_weight.detach().clone()
             try:
                 self._graph = GraphedStep(self.model, self.model.optimizer_, self._graph_step, x, y,
                                           self.capture_factory())
@@ -172,7 +251,7 @@ class Engine:
             else:
                 return self._graph(x, y)
         self._eager_full_steps += full
-        return self.step(x, y, set_to_none=self._graph is None)
+        return self.step(x, y, set_to_none=self._graph is None, sample_weight=sample_weight)
 
     def _fallback(self, error: Exception) -> None:
         self._graph_failed = True
@@ -188,17 +267,19 @@ class Engine:
         if self._graph is not None:
             self._graph.release()
             self._graph = None
+        self._weights = None
         self._eager_full_steps = 0
 
     @torch.no_grad()
-    def eval_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def eval_batch(self, x: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The sums of one inference batch (`Scores`' layout), weighted by `sample_weight` where Keras weighs."""
         model, loss = self.model, self.model.loss
         assert loss is not None, "compile() sets the loss"
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         outputs = outputs.float()
-        loss_sum = loss.sum(y, outputs, logits=True if self.fused else None)
-        return batch_sums(model, loss_sum, y, outputs, self.fused)
+        total = loss_sum(loss, y, outputs, True if self.fused else None, sample_weight)
+        return batch_sums(model, total, y, outputs, self.fused, sample_weight)
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """From the user's arrays to tensors `fit`, `evaluate` and `predict` can use: `as_inputs` (the one input
-normaliser: an NHWC batch from an array or tensor), `as_targets` (labels checked against the loss) and
+normaliser: an NHWC batch from an array or tensor), `as_targets` (labels checked against the loss),
+`as_sample_weights` and `class_sample_weights` (Keras's `sample_weight` and `class_weight`) and
 `split_validation` (Keras's `validation_split`)."""
 from __future__ import annotations
 
@@ -112,10 +113,59 @@ def as_targets(model: Sequential, y: Any, count: int, argument: str = "y") -> to
     return tensor
 
 
-def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float) -> tuple[torch.Tensor, ...]:
-    """Keras's rule: the *last* `fraction` of the samples, taken before shuffling."""
-    split_at = int(x.shape[0] * (1 - fraction))
-    if split_at == 0 or split_at == x.shape[0]:
+def as_sample_weights(weights: Any, count: int, argument: str = "sample_weight") -> torch.Tensor:
+    """Keras's `sample_weight`: one number per sample, shape (N,) (or (N, 1)), as float32 on the CPU.
+
+    Raises:
+        TypeError: not an array or tensor of real numbers.
+        ValueError: not one weight per sample.
+    """
+    tensor = to_tensor(weights, argument).detach().cpu()
+    if tensor.dim() == 2 and tensor.shape[1] == 1:
+        tensor = tensor[:, 0]
+    if tensor.dim() != 1 or tensor.shape[0] != count:
+        raise ValueError(f"`{argument}` must hold one weight per sample, shape ({count},). Received shape "
+                         f"{shape_str(tensor.shape)}")
+    return tensor.float()
+
+
+def class_sample_weights(class_weight: Any, y: torch.Tensor) -> torch.Tensor:
+    """Keras's `class_weight` turned into per-sample weights (data_adapter_utils'
+    `class_weight_to_sample_weights`): each sample weighs `class_weight[label]`, 1.0 for a class the dict
+    leaves out. The label is `y` itself for class indices, the arg-max of one-hot rows, and `y` rounded
+    for a single output ((N, 1) binary labels).
+
+    >>> class_sample_weights({0: 0.5, 2: 3.0}, torch.tensor([0, 1, 2, 2])).tolist()
+    [0.5, 1.0, 3.0, 3.0]
+
+    Raises:
+        TypeError: not a dict of integer class indices to numbers.
+    """
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"`class_weight` must be a dict mapping class indices to weights, e.g. {{0: 1.0, 1: 5.0}}. "
+                        f"Received: class_weight={describe(class_weight)}")
+    for key, value in class_weight.items():
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+            raise TypeError(f"`class_weight` keys must be integer class indices. Received the key {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"`class_weight[{key}]` must be a number. Received: {describe(value)}")
+    labels = y.detach().cpu()
+    if labels.dim() > 1:
+        labels = labels.argmax(dim=-1) if labels.shape[-1] != 1 else labels[..., 0]  # (N, K) -> (N,)
+    labels = labels.reshape(labels.shape[0], -1)[:, 0].double().round().long()  # (N,)
+    weights = torch.ones(labels.shape[0], dtype=torch.float32)
+    for key, value in class_weight.items():
+        weights[labels == int(key)] = float(value)
+    return weights
+
+
+def split_validation(fraction: float, *tensors: torch.Tensor | None) -> tuple[list, list]:
+    """Keras's rule: the *last* `fraction` of the samples, taken before shuffling, of each tensor (None
+    stays None); returns (training part, validation part)."""
+    count = next(t for t in tensors if t is not None).shape[0]
+    split_at = int(count * (1 - fraction))
+    if split_at == 0 or split_at == count:
         raise ValueError(f"`validation_split`={fraction} leaves no training or no validation samples "
-                         f"out of {x.shape[0]}")
-    return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+                         f"out of {count}")
+    return ([None if t is None else t[:split_at] for t in tensors],
+            [None if t is None else t[split_at:] for t in tensors])

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import numpy as np
 import torch
 
+from convnet import optimizers
 from convnet._internal.checks import check_bool, check_float, check_int, describe
 from convnet.augment import apply_variant, tta_variants
-from convnet.callbacks import Callback, History, TerminateOnNaN
+from convnet.callbacks import BackupAndRestore, Callback, History, TerminateOnNaN
 from convnet.losses import check_from_logits, from_probabilities, to_probabilities
 from convnet.training import checkpoint
-from convnet.training.engine import Engine, batch_sums
-from convnet.training.inputs import as_inputs, as_targets, split_validation
+from convnet.training.engine import Engine, Scores, batch_sums, loss_sum
+from convnet.training.inputs import (
+    as_inputs,
+    as_sample_weights,
+    as_targets,
+    class_sample_weights,
+    split_validation,
+)
 from convnet.training.progress import Progbar, resolve_verbose
 
 if TYPE_CHECKING:
@@ -90,44 +99,149 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class FlagCopy(Protocol):
+    """A device flag on its way to the host."""
+
+    def ready(self) -> bool:
+        """Whether reading it now costs no wait for the device."""
+
+    def read(self) -> bool:
+        """The flag's value (waits for the device when not `ready`)."""
+
+
+class HostFlags:
+    """Flags of a CPU (or any device where a read costs nothing worth hiding): read at once."""
+
+    def copy(self, flag: torch.Tensor) -> FlagCopy:
+        return _ReadyFlag(bool(flag))
+
+
+class _ReadyFlag:
+    def __init__(self, value: bool):
+        self.value = value
+
+    def ready(self) -> bool:
+        return True
+
+    def read(self) -> bool:
+        return self.value
+
+
+class CudaFlags:
+    """Flags of a GPU: each is copied into pinned host memory behind the step that computed it
+    (non_blocking) and a CUDA event is recorded after the copy; the event says when the value has landed,
+    and asking it (`query`) never waits. Two buffers take turns: a flag is read before the next but one
+    is copied."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffers = [torch.zeros((), dtype=torch.bool, pin_memory=True) for _ in range(2)]
+        self.turn = 0
+
+    def copy(self, flag: torch.Tensor) -> FlagCopy:
+        buffer = self.buffers[self.turn]
+        self.turn ^= 1
+        buffer.copy_(flag, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        return _CudaFlag(buffer, event)
+
+
+class _CudaFlag:
+    def __init__(self, buffer: torch.Tensor, event: Any):
+        self.buffer, self.event = buffer, event
+
+    def ready(self) -> bool:
+        return bool(self.event.query())
+
+    def read(self) -> bool:
+        self.event.synchronize()  # waits for the step that made the flag, not for the steps queued after it
+        return bool(self.buffer)
+
+
+def flag_reader(device: torch.device) -> HostFlags | CudaFlags:
+    """How `TerminateOnNaN`'s flags reach the host on `device` (tests replace it to delay the reads)."""
+    return CudaFlags(device) if device.type == "cuda" else HostFlags()
+
+
 class _NanWatch:
-    """Finds the first step of an epoch whose loss is not finite, for `TerminateOnNaN`, without a host
-    sync per step on a GPU: the step is recorded on the device and read every `every` steps."""
+    """Finds the first step whose loss is not finite, for `TerminateOnNaN`, without a host sync per step.
 
-    def __init__(self, guard: TerminateOnNaN, device: torch.device):
-        self.guard = guard
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
-        self.every = 1 if device.type == "cpu" else 64  # reading it costs a GPU sync: batch the checks
+    Each step's flag (loss not finite) starts its way to the host when the step has been launched
+    (`record`). A flag is read as soon as it is there without waiting, and at the latest once the next
+    step has been launched: then reading it waits for its own step only, while the next one runs. So on a
+    CPU (flags are there at once), or when the GPU is ahead of the host, training stops right after the bad
+    step k, as Keras's does; otherwise it stops after step k + 1, whose update has then been made too.
+    Either way `trigger` names step k, and `flush` (called before any checkpoint is written and at the end
+    of each epoch) reads every flag in flight, so that no checkpoint is written after a bad step.
+    """
 
-    def record(self, epoch: int, step: int, sums: torch.Tensor, last: bool, due: bool) -> None:
-        self.first_bad.masked_fill_((self.first_bad < 0) & ~torch.isfinite(sums[0]), step)
-        if (step + 1) % self.every == 0 or last or due:
-            self.check(epoch)
+    def __init__(self, guard: TerminateOnNaN, flags: HostFlags | CudaFlags):
+        self.guard, self.flags = guard, flags
+        self.pending: deque[tuple[int, int, FlagCopy]] = deque()
 
-    def check(self, epoch: int) -> None:
-        bad = int(self.first_bad)
-        if bad >= 0 and self.guard.stopped_at is None:
-            self.guard.trigger(epoch, bad)
+    def record(self, epoch: int, step: int, sums: torch.Tensor) -> None:
+        self.pending.append((epoch, step, self.flags.copy(~torch.isfinite(sums[0]))))
+        while self.pending and (len(self.pending) > 1 or self.pending[0][2].ready()):
+            self._read_oldest()
+
+    def flush(self) -> None:
+        while self.pending:
+            self._read_oldest()
+
+    def _read_oldest(self) -> None:
+        epoch, step, flag = self.pending.popleft()
+        if flag.read() and self.guard.stopped_at is None:
+            self.pending.clear()
+            self.guard.trigger(epoch, step)  # may raise (raise_error=True): nothing after it runs
+
+
+def _check_validation_freq(validation_freq: Any) -> int | frozenset[int]:
+    """Keras's `validation_freq`: validate every n epochs (an int), or after the listed epochs (1-based)."""
+    if isinstance(validation_freq, (list, tuple, set, frozenset, range)):
+        epochs = list(validation_freq)
+        if not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in epochs):
+            raise ValueError(f"`validation_freq` must be a positive int or a list of epochs (1-based positive ints). "
+                             f"Received: validation_freq={validation_freq!r}")
+        return frozenset(epochs)
+    if isinstance(validation_freq, bool) or not isinstance(validation_freq, int) or validation_freq < 1:
+        raise ValueError(f"`validation_freq` must be a positive int or a list of epochs (1-based). Received: "
+                         f"validation_freq={validation_freq!r}")
+    return validation_freq
+
+
+def _sorted(logs: Mapping[str, Any]) -> dict[str, Any]:
+    """The logs with their keys sorted, as Keras 3 gives every callback (`pythonify_logs` sorts them), so
+    History holds "accuracy, loss, val_accuracy, val_loss" and the progress line shows them in that order."""
+    return dict(sorted(logs.items()))
 
 
 class Trainer:
-    """One call of `fit`: the loop over epochs and steps, with its state, callbacks and checkpoints."""
+    """One call of `fit`: the loop over epochs and steps, with its state, callbacks and checkpoints.
+
+    The learning-rate schedule is read at the optimizer's iteration count, as Keras reads it at
+    `optimizer.iterations`: the count is read from the optimizer once, when the fit starts (it persists
+    across fits; compile() builds a new optimizer, which starts again at 0), then counted in Python.
+    """
 
     def __init__(self, model: Sequential, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, epochs: int,
                  shuffle: bool, callbacks: list[Callback], verbose: int,
-                 validation: tuple[torch.Tensor, torch.Tensor] | None,
-                 initial_epoch: int, checkpoint_dir: str | None, checkpoint_interval: float, resume: bool):
-        self.model, self.x, self.y = model, x, y
+                 validation: Validation | None, initial_epoch: int, checkpoint_dir: str | None,
+                 checkpoint_interval: float, resume: bool, sample_weight: torch.Tensor | None = None,
+                 validation_freq: int | frozenset[int] = 1, save_every: int | None = None):
+        self.model, self.x, self.y, self.sample_weight = model, x, y, sample_weight
         self.batch_size, self.epochs, self.shuffle, self.verbose = batch_size, epochs, shuffle, verbose
-        self.validation = validation
+        self.validation, self.validation_freq = validation, validation_freq
         self.count = x.shape[0]
         self.steps = math.ceil(self.count / batch_size)
         self.history = History()
         self.user_callbacks = callbacks  # their state goes into checkpoints (History's is the state's history)
         self.callbacks = [*callbacks, self.history]  # History last, as Keras, so it records what callbacks add
         self.batch_hooks = [c for c in self.callbacks if c.uses_batch_hooks()]
-        self.nan_guard = next((c for c in callbacks if isinstance(c, TerminateOnNaN)), None)
-        self.names = model.metrics_names
+        nan_guard = next((c for c in callbacks if isinstance(c, TerminateOnNaN)), None)
+        self.nan_watch = None if nan_guard is None else _NanWatch(nan_guard, flag_reader(model.device))
+        self.scores = Scores(model)
+        self.names = self.scores.names
         self.engine: Engine = model.engine
         self.engine.verbose = verbose  # a CUDA-graph fallback is said once at verbose >= 1
         self.schedule = model.optimizer.schedule if model.optimizer is not None else None
@@ -135,20 +249,26 @@ class Trainer:
             self.schedule.bind(epochs * self.steps)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_interval = checkpoint_interval
+        self.save_every = save_every  # BackupAndRestore(save_freq=n): a checkpoint every n steps
         self.state = checkpoint.TrainingState(epoch=initial_epoch, global_step=0)
         self.resumed = False
         if checkpoint_dir is not None:
             settings = {"batch_size": batch_size, "shuffle": shuffle,
                         "validation_samples": 0 if validation is None else int(validation[0].shape[0])}
             self.state.fingerprint = checkpoint.data_fingerprint(x, y, settings)
+            if sample_weight is not None:  # a weighted run resumes with the same weights
+                self.state.fingerprint["sample_weight_sha256"] = checkpoint.data_fingerprint(
+                    sample_weight, sample_weight, {})["data_sha256"]
             self.state.fingerprint["cpu_threads"] = torch.get_num_threads()
             checkpoint.check_room(checkpoint_dir, model)
             if resume and checkpoint.exists(checkpoint_dir):
                 self._resume()
+        assert model.optimizer_ is not None, "fit checks the model has an optimizer"
+        self.state.global_step = optimizers.iterations(model.optimizer_)  # Keras's optimizer.iterations
 
     @property
     def totals(self) -> torch.Tensor:
-        """The epoch's [loss, metric...] sums (set by `_begin_epoch`, or by the checkpoint of a resumed epoch)."""
+        """The epoch's sums (`Scores`' layout; set by `_begin_epoch`, or by the checkpoint of a resumed epoch)."""
         assert self.state.totals is not None, "no epoch in progress"
         return self.state.totals
 
@@ -157,15 +277,21 @@ class Trainer:
         fingerprint = self.state.fingerprint
         self.state = checkpoint.load(self.checkpoint_dir, self.model)
         self.resumed = True
-        changed = [key for key in fingerprint if self.state.fingerprint.get(key) != fingerprint[key]]
+        changed = [key for key in {*fingerprint, *self.state.fingerprint}
+                   if self.state.fingerprint.get(key) != fingerprint.get(key)]
         if "cpu_threads" in changed:  # summation order in the conv weight gradient depends on it
             changed.remove("cpu_threads")
             warnings.warn(f"resuming with {fingerprint['cpu_threads']} CPU threads where the run had "
                           f"{self.state.fingerprint.get('cpu_threads')}: the result can differ from an "
                           f"uninterrupted run in the last bits (about 1e-7)", stacklevel=4)
         if changed:
-            raise ValueError(f"cannot resume from {self.checkpoint_dir}: the {', '.join(changed)} differ from the "
-                             f"run that wrote the checkpoint (use the same data and settings, or another folder)")
+            raise ValueError(f"cannot resume from {self.checkpoint_dir}: the {', '.join(sorted(changed))} differ "
+                             f"from the run that wrote the checkpoint (use the same data and settings, or another "
+                             f"folder)")
+        if self.state.totals is not None and self.state.totals.shape[0] != self.scores.size:
+            raise ValueError(f"cannot resume from {self.checkpoint_dir}: the checkpoint's epoch holds "
+                             f"{self.state.totals.shape[0]} running sums, this fit logs {self.scores.size} "
+                             f"(compile with the same metrics)")
         self.history.history = self.state.history
         self.history.epoch = self.state.epochs_done
         if self.verbose:
@@ -183,8 +309,14 @@ class Trainer:
                 callback.set_state(saved[key]["values"], saved[key]["arrays"])
 
     def _save(self, best: bool = False) -> str | None:
+        """A checkpoint of the state now, unless there is no folder or a step since the last one had a
+        non-finite loss (TerminateOnNaN's flags in flight are read first)."""
         if self.checkpoint_dir is None:
             return None
+        if self.nan_watch is not None:
+            self.nan_watch.flush()
+            if self.nan_watch.guard.stopped_at is not None:
+                return None
         self.state.history = self.history.history
         self.state.epochs_done = self.history.epoch
         self.state.callbacks = []
@@ -221,7 +353,7 @@ class Trainer:
         self._begin_epoch(epoch)
         progbar = Progbar(self.steps, self.verbose)
         self._steps(epoch, progbar, interrupt)
-        logs = self._epoch_logs()
+        logs = self._epoch_logs(epoch)
         progbar.finish(logs, step=self.state.step)
         for callback in self.callbacks:
             callback.on_epoch_end(epoch, logs)
@@ -236,13 +368,12 @@ class Trainer:
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
         if state.step == 0:
             state.order = torch.randperm(self.count, device=device) if self.shuffle else None
-            state.totals = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+            state.totals = torch.zeros(self.scores.size, dtype=torch.float64, device=device)
             state.seen = 0
 
     def _steps(self, epoch: int, progbar: Progbar, interrupt: _InterruptFlag) -> None:
         """The epoch's remaining steps; stops early on Ctrl-C (raises) or when a callback stops training."""
-        state = self.state
-        nan_watch = None if self.nan_guard is None else _NanWatch(self.nan_guard, self.model.device)
+        state, nan_watch = self.state, self.nan_watch
         last_save = time.monotonic()
         self.model.train()
         for step in range(state.step, self.steps):
@@ -250,21 +381,28 @@ class Trainer:
                 callback.on_train_batch_begin(step, {})
             sums = self._train_step(step)
             if nan_watch is not None:
-                nan_watch.record(epoch, step, sums, last=step + 1 == self.steps, due=progbar.due())
+                nan_watch.record(epoch, step, sums)
             if self.batch_hooks:
-                logs = LazyLogs(dict(zip(self.names, self.totals / state.seen)))
+                logs = LazyLogs(_sorted(dict(zip(self.names, self.scores.mean_tensor(self.totals, state.seen)))))
                 for callback in self.batch_hooks:
                     callback.on_train_batch_end(step, logs)
             if progbar.due():
-                progbar.update(step + 1, _means(self.names, self.totals, state.seen))
+                progbar.update(step + 1, _sorted(self.scores.means(self.totals, state.seen)))
             if interrupt.raised:
                 self._interrupted(epoch, step, progbar)
+            if step + 1 < self.steps and not self.model.stop_training and self._save_due(last_save):
+                last_save = self._save_periodically(last_save)  # reads the NaN flags in flight: may stop
             if self.model.stop_training:
                 break
-            if step + 1 < self.steps and time.monotonic() - last_save >= self.checkpoint_interval:
-                last_save = self._save_periodically(last_save)
         if nan_watch is not None:
-            nan_watch.check(epoch)
+            nan_watch.flush()
+
+    def _save_due(self, last_save: float) -> bool:
+        """A mid-epoch checkpoint is due: `checkpoint_interval` seconds since the last, or (BackupAndRestore's
+        save_freq) the run's step count is a multiple of `save_every`."""
+        position = self.state.epoch * self.steps + self.state.step  # steps of this run, resumes included
+        return (time.monotonic() - last_save >= self.checkpoint_interval
+                or (self.save_every is not None and position % self.save_every == 0))
 
     def _train_step(self, step: int) -> torch.Tensor:
         """One optimizer step on batch `step` of the epoch's order; adds its sums to the epoch's totals."""
@@ -272,9 +410,11 @@ class Trainer:
         start = step * self.batch_size
         index = (slice(start, start + self.batch_size) if state.order is None
                  else state.order[start:start + self.batch_size])
-        if self.schedule is not None:
+        if self.schedule is not None:  # Keras: the schedule at optimizer.iterations, the steps taken so far
             self.model.learning_rate = self.schedule(state.global_step)
-        sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size)
+        weights = None if self.sample_weight is None else self.sample_weight[index]
+        sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size,
+                                      sample_weight=weights)
         self.totals.add_(sums)
         state.seen += min(self.batch_size, self.count - start)
         state.step, state.global_step = step + 1, state.global_step + 1
@@ -284,48 +424,74 @@ class Trainer:
         """After Ctrl-C: a checkpoint (unless the weights diverged), then `TrainingInterrupted`."""
         state = self.state
         saved = self._save() if bool(torch.isfinite(self.totals).all()) else None
-        progbar.finish(_means(self.names, self.totals, state.seen), step=step + 1)
+        progbar.finish(_sorted(self.scores.means(self.totals, state.seen)), step=step + 1)
         reason = ("no checkpoint folder was given" if self.checkpoint_dir is None else
                   "no checkpoint written: the weights are no longer finite (the last one is kept)")
         raise TrainingInterrupted(epoch, step + 1, saved, reason)
 
     def _save_periodically(self, last_save: float) -> float:
-        """A mid-epoch checkpoint, every `checkpoint_interval` seconds, of finite sums; when it was written."""
-        if self.checkpoint_dir is None or not bool(torch.isfinite(self.totals).all()):
+        """A mid-epoch checkpoint of finite sums after steps of finite losses (TerminateOnNaN's flags in
+        flight are read first, and may stop training); when it was written."""
+        if self.checkpoint_dir is None:
+            return last_save
+        if self.nan_watch is not None:
+            self.nan_watch.flush()
+        if self.model.stop_training or not bool(torch.isfinite(self.totals).all()):
             return last_save
         self._save()
         return time.monotonic()
 
-    def _epoch_logs(self) -> dict[str, float]:
-        """The epoch's means, and the validation scores as "val_<name>"."""
-        logs = _means(self.names, self.totals, self.state.seen)
-        if self.validation is not None:
-            x_val, y_val = self.validation
-            val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256))
+    def _validates(self, epoch: int) -> bool:
+        """Keras's `_should_eval`: validation after epoch `epoch` (0-based) under `validation_freq`."""
+        if isinstance(self.validation_freq, int):
+            return (epoch + 1) % self.validation_freq == 0
+        return epoch + 1 in self.validation_freq
+
+    def _epoch_logs(self, epoch: int) -> dict[str, float]:
+        """The epoch's means, and the validation scores as "val_<name>" (when `validation_freq` says so),
+        the keys sorted as Keras gives them to callbacks."""
+        logs = self.scores.means(self.totals, self.state.seen)
+        if self.validation is not None and self._validates(epoch):
+            x_val, y_val, w_val = self.validation
+            val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256), sample_weight=w_val)
             logs.update({f"val_{name}": value for name, value in val.items()})
             self.model.train()
-        return logs
+        return _sorted(logs)
 
     def _end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
         """Move on to the next epoch and write its checkpoint (`best.ckpt` too when the monitored value,
-        val_loss or loss, is the best so far); diverged logs are never checkpointed."""
+        val_loss with validation data, else loss, is the best so far); diverged logs are never checkpointed."""
         state = self.state
         state.epoch, state.step, state.order, state.totals, state.seen = epoch + 1, 0, None, None, 0
         if all(math.isfinite(value) for value in logs.values()):
-            monitor = logs.get("val_loss", logs["loss"])
-            best = state.best is None or monitor < state.best
+            monitor = logs.get("val_loss" if self.validation is not None else "loss")
+            best = monitor is not None and (state.best is None or monitor < state.best)
             if best:
                 state.best = monitor
             self._save(best=best)
 
 
+Validation = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # x, y and the sample weights (or None)
+
+
 def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, epochs: int = 1,
         verbose: int | str = "auto", callbacks: Sequence[Callback] | None = None, validation_split: float = 0.0,
-        validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0,
+        validation_data: tuple[Any, ...] | None = None, shuffle: bool = True, class_weight: Any = None,
+        sample_weight: Any = None, initial_epoch: int = 0, validation_freq: Any = 1,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
         checkpoint_interval: float = 600.0) -> History:
+    """Keras's `fit` on in-memory arrays (see `Sequential.fit`).
+
+    Keras 3's rules kept here: `sample_weight` (one weight per sample) or `class_weight` ({class index:
+    weight}, never both) weigh each sample's loss, the batch loss being sum(w * loss) / batch size, and the
+    "weighted_metrics" (the compiled `metrics` are not weighted); `validation_split` takes its share of the
+    weights too, and `validation_data` may be (x_val, y_val, val_sample_weight); `validation_freq` is an int
+    (every n epochs) or a list of epochs (1-based); a `batch_size` larger than the data trains on one partial
+    batch per epoch; schedules continue across fits; the logs and History's keys are sorted.
+    A `BackupAndRestore` among the callbacks makes its `backup_dir` the checkpoint folder, resumed from when
+    it holds a checkpoint and deleted after a fit that ends without an error (with `delete_checkpoint`).
+    """
     require_compiled(model, "fit")
-    explicit_batch = batch_size is not None
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     epochs = check_int("epochs", epochs, minimum=1)
     initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0, maximum=epochs - 1)
@@ -335,40 +501,69 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     shuffle = check_bool("shuffle", shuffle)
     resume = check_bool("resume", resume)
     checkpoint_interval = check_float("checkpoint_interval", checkpoint_interval, minimum=0.0)
+    validation_freq = _check_validation_freq(validation_freq)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise TypeError(f"`checkpoint_dir` must be a folder path. Received: checkpoint_dir={describe(checkpoint_dir)}")
+    callbacks = _check_callbacks(callbacks)
+    backup = _backup(callbacks)
+    if backup is not None:
+        folder = backup.backup_dir
+        if checkpoint_dir is not None and os.path.abspath(os.fspath(checkpoint_dir)) != os.path.abspath(folder):
+            raise ValueError(f"`checkpoint_dir` ({os.fspath(checkpoint_dir)!r}) differs from the BackupAndRestore "
+                             f"callback's `backup_dir` ({folder!r}); give one folder (or only the callback)")
+        checkpoint_dir, resume = folder, True  # Keras's BackupAndRestore restores whenever a backup is there
     if resume and checkpoint_dir is None:
         raise ValueError("`resume=True` needs `checkpoint_dir`: the folder the interrupted fit wrote its checkpoints to")
-    callbacks = _check_callbacks(callbacks)
+    if class_weight is not None and sample_weight is not None:
+        raise ValueError("`class_weight` and `sample_weight` cannot be given together (Keras refuses it too); fold "
+                         "the class weights into `sample_weight`")
     x_t = as_inputs(model, x)
     if not model.built:
         model.build(tuple(x_t.shape[1:]))
     if model.optimizer_ is None:
         raise ValueError("fit: the model has no trainable weights")
     y_t = as_targets(model, y, x_t.shape[0])
-    validation: tuple[torch.Tensor, torch.Tensor] | None = None
+    w_t = None if sample_weight is None else as_sample_weights(sample_weight, x_t.shape[0])
+    validation: Validation | None = None
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError(f"`validation_data` must be a tuple (x_val, y_val). Received: "
-                             f"{describe(validation_data)}")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError(f"`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
+                             f"val_sample_weight). Received: {describe(validation_data)}")
         x_val = as_inputs(model, validation_data[0], "validation_data[0]")
-        validation = (x_val, as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]"))
+        y_val = as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]")
+        w_val = validation_data[2] if len(validation_data) == 3 else None
+        validation = (x_val, y_val, None if w_val is None else as_sample_weights(w_val, x_val.shape[0],
+                                                                                 "validation_data[2]"))
     elif validation_split:
-        x_t, y_t, x_val, y_val = split_validation(x_t, y_t, validation_split)
-        validation = (x_val, y_val)
-    if batch_size > x_t.shape[0] and not explicit_batch:
-        batch_size = x_t.shape[0]  # Keras's default of 32 on a smaller dataset: one batch of everything
-    if batch_size > x_t.shape[0]:
-        raise ValueError(f"`batch_size` (={batch_size}) is larger than the number of training samples "
-                         f"({x_t.shape[0]}); use batch_size <= {x_t.shape[0]}")
+        (x_t, y_t, w_t), (x_val, y_val, w_val) = split_validation(validation_split, x_t, y_t, w_t)
+        validation = (x_val, y_val, w_val)
+    if class_weight is not None:  # after the split, as Keras: validation is not class-weighted
+        w_t = class_sample_weights(class_weight, y_t)
+    # Keras runs one partial batch when batch_size exceeds the data: that batch is all of it, so it is the
+    # fit's full batch size too (a CUDA graph may serve it: every step has that size)
+    batch_size = min(batch_size, x_t.shape[0])
     device = model.device
     if validation is not None:
-        validation = (validation[0].to(device), validation[1].to(device))
+        validation = (validation[0].to(device), validation[1].to(device),
+                      None if validation[2] is None else validation[2].to(device))
     trainer = Trainer(model, x_t.to(device), y_t.to(device), batch_size=batch_size, epochs=epochs, shuffle=shuffle,
                       callbacks=callbacks, verbose=verbose, validation=validation, initial_epoch=initial_epoch,
                       checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
-                      checkpoint_interval=checkpoint_interval, resume=resume)
-    return trainer.run()
+                      checkpoint_interval=checkpoint_interval, resume=resume,
+                      sample_weight=None if w_t is None else w_t.to(device), validation_freq=validation_freq,
+                      save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq))
+    history = trainer.run()
+    if backup is not None and backup.delete_checkpoint and os.path.isdir(backup.backup_dir):
+        shutil.rmtree(backup.backup_dir)  # Keras deletes the backup once fit completes (not after an error)
+    return history
+
+
+def _backup(callbacks: list[Callback]) -> BackupAndRestore | None:
+    """The BackupAndRestore among `callbacks`, if any (ValueError for two: one folder per fit)."""
+    backups = [c for c in callbacks if isinstance(c, BackupAndRestore)]
+    if len(backups) > 1:
+        raise ValueError(f"`callbacks` holds {len(backups)} BackupAndRestore callbacks; a fit backs up to one folder")
+    return backups[0] if backups else None
 
 
 def require_compiled(model: Sequential, what: str) -> None:
@@ -378,10 +573,6 @@ def require_compiled(model: Sequential, what: str) -> None:
                          f"'sparse_categorical_crossentropy', optimizer='nadam', metrics=['accuracy'])")
     if model.loss is not None:
         check_from_logits(model.loss, model.output_activation)
-
-
-def _means(names: list[str], totals: torch.Tensor, seen: int) -> dict[str, float]:
-    return dict(zip(names, (totals / max(seen, 1)).tolist()))
 
 
 def _callback_keys(classes: Iterable[str]) -> list[tuple[str, int]]:
@@ -430,27 +621,33 @@ def tta_outputs(model: Sequential, x: torch.Tensor, variants: list[str]) -> torc
 
 @torch.no_grad()
 def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      progbar: Progbar | None = None, tta: Any = None) -> dict[str, float]:
+                      progbar: Progbar | None = None, tta: Any = None,
+                      sample_weight: torch.Tensor | None = None) -> dict[str, float]:
+    """Loss and metrics over (x, y) by name, in compile's order ("loss" first), weighted as `Scores` says."""
     model.eval()
     engine, loss = model.engine, model.loss
     assert loss is not None, "evaluate needs a compiled model"
-    names = model.metrics_names
-    totals = torch.zeros(len(names), dtype=torch.float64, device=model.device)
+    scores = Scores(model)
+    totals = torch.zeros(scores.size, dtype=torch.float64, device=model.device)
     variants = tta_variants(tta)
     for step, index in enumerate(_batch_slices(x.shape[0], batch_size)):
         xb, yb = x[index], y[index]
+        wb = None if sample_weight is None else sample_weight[index]
         if len(variants) == 1:
-            totals += engine.eval_batch(xb, yb)
+            totals += engine.eval_batch(xb, yb, wb)
         else:  # outputs of the model's own kind (see tta_outputs), scored as the loss takes them
             outputs = tta_outputs(model, xb, variants)
-            totals += batch_sums(model, loss.sum(yb, outputs), yb, outputs, None)
+            totals += batch_sums(model, loss_sum(loss, yb, outputs, None, wb), yb, outputs, None, wb)
         if progbar is not None and progbar.due():
-            progbar.update(step + 1, _means(names, totals, min((step + 1) * batch_size, x.shape[0])))
-    return _means(names, totals, x.shape[0])
+            progbar.update(step + 1, scores.means(totals, min((step + 1) * batch_size, x.shape[0])))
+    return scores.means(totals, x.shape[0])
 
 
 def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
-             return_dict: bool = False, tta: Any = None) -> float | list[float] | dict[str, float]:
+             return_dict: bool = False, tta: Any = None,
+             sample_weight: Any = None) -> float | list[float] | dict[str, float]:
+    """Keras's `evaluate` (see `Sequential.evaluate`); `sample_weight` weighs the loss and the weighted
+    metrics as in `fit`."""
     require_compiled(model, "evaluate")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
@@ -458,10 +655,12 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     if not model.built:
         model.build(tuple(x_t.shape[1:]))
     y_t = as_targets(model, y, x_t.shape[0])
+    w_t = None if sample_weight is None else as_sample_weights(sample_weight, x_t.shape[0])
     device = model.device
     progbar = Progbar(math.ceil(x_t.shape[0] / batch_size), verbose)
     tta_variants(tta)  # checks the argument before any work
-    results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar, tta)
+    results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar, tta,
+                                None if w_t is None else w_t.to(device))
     progbar.finish(results)
     if return_dict:
         return results
