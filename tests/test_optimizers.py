@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import doctest
+import math
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from convnet import layers, optimizers
+from convnet import layers, optimizers, schedules
 from convnet.models import Sequential
 
 from . import keras_rules
@@ -258,6 +259,116 @@ def test_bad_arguments_are_refused(call, error, message):
 def test_doctests():
     assert doctest.testmod(optimizers).failed == 0
     assert doctest.testmod(keras_rules).failed == 0
+    assert doctest.testmod(schedules).failed == 0
+
+
+# -- weight decay exclusions, the iteration count -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", optimizers.list_optimizers())
+def test_excluded_weights_follow_keras_rule_without_decay(name):
+    """base_optimizer.py `_use_weight_decay`: a weight in `var_list`, or whose name a `var_names` entry is
+    found in (re.search), is not decayed; the others are. Each follows the NumPy rule with or without it."""
+    weights, grads = random_weights(), random_gradients(steps=8)
+    names = ["kernel", "bias", "dense_kernel", "gamma"]
+    params = [torch.nn.Parameter(torch.tensor(w)) for w in weights]
+    description = type(optimizers.get(name))(weight_decay=0.1)
+    description.exclude_from_weight_decay(var_list=[params[3]], var_names=["bias"])
+    optimizer = description.build(params, names=names)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, None]
+    for step in grads:
+        for param, grad in zip(params, step):
+            param.grad = torch.tensor(grad)
+        optimizer.step()
+    decayed = run_reference(name, {"weight_decay": 0.1}, [weights[0], weights[2]], [[g[0], g[2]] for g in grads])
+    kept = run_reference(name, {"weight_decay": None}, [weights[1], weights[3]], [[g[1], g[3]] for g in grads])
+    got = [p.detach().numpy() for p in params]
+    assert_same_steps([got[0], got[2], got[1], got[3]], [*decayed, *kept],
+                      [weights[0], weights[2], weights[1], weights[3]])
+    assert description.iterations == optimizers.iterations(optimizer) == 8
+
+
+def test_exclusions_are_refused_after_build_and_names_are_needed_for_var_names():
+    param = torch.nn.Parameter(torch.zeros(2))
+    adam = optimizers.Adam(weight_decay=0.1)
+    adam.exclude_from_weight_decay(var_names=["bias"])
+    with pytest.raises(ValueError, match=r"Adam: `exclude_from_weight_decay\(var_names=...\)` needs the weights' "
+                                         r"names"):
+        adam.build([param])
+    with pytest.raises(ValueError, match=r"`names` must hold one name per parameter: 1 parameters, 2 names"):
+        adam.build([param], names=["a", "b"])
+    adam.build([param], names=["kernel"])
+    with pytest.raises(ValueError, match=r"Adam: `exclude_from_weight_decay\(\)` can only be configured before the "
+                                         r"optimizer is built"):
+        adam.exclude_from_weight_decay(var_names=["kernel"])
+    with pytest.raises(TypeError, match=r"`var_names` must be a list of strings. Received: var_names='bias'"):
+        optimizers.Adam().exclude_from_weight_decay(var_names="bias")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`var_list` must be a list of weights \(tensors\)"):
+        optimizers.Adam().exclude_from_weight_decay(var_list=[1.0])  # type: ignore[list-item]
+
+
+def test_without_weight_decay_exclusions_change_nothing():
+    param = torch.nn.Parameter(torch.zeros(2))
+    adam = optimizers.Adam()
+    adam.exclude_from_weight_decay(var_list=[param])
+    assert len(adam.build([param]).param_groups) == 1
+
+
+def test_iterations_counts_the_steps_taken():
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))]
+    description = optimizers.Nadam()
+    assert description.iterations == 0  # not built yet
+    optimizer = description.build(params)
+    for step in range(3):
+        params[0].grad = torch.ones(2)
+        params[1].grad = torch.ones(2) if step == 0 else None  # a weight without gradient counts fewer
+        optimizer.step()
+    assert optimizers.iterations(optimizer) == description.iterations == 3
+    assert optimizers.iterations(torch.optim.SGD(params, lr=0.1)) == 0  # keeps no count
+
+
+# -- schedules: Keras 3's formulas -----------------------------------------------------------------------
+
+def keras_cosine_decay(step, initial, decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
+    """learning_rate_schedule.py `CosineDecay.__call__`, transcribed: without a warm-up target the step is
+    clipped to decay_steps and decayed from the initial rate (warmup_steps plays no part); with one, the
+    step is clipped to decay_steps + warmup_steps, warms up linearly below warmup_steps, then decays from
+    the target."""
+    def decay(t, decay_from):
+        cosine_decayed = 0.5 * (1.0 + math.cos(math.pi * (t / decay_steps)))
+        return decay_from * ((1 - alpha) * cosine_decayed + alpha)
+
+    if warmup_target is None:
+        return decay(min(step, decay_steps), initial)
+    step = min(step, decay_steps + warmup_steps)
+    if step < warmup_steps:
+        return (warmup_target - initial) * (step / warmup_steps) + initial
+    return decay(step - warmup_steps, warmup_target)
+
+
+@pytest.mark.parametrize("settings", [
+    {"initial": 0.1, "decay_steps": 20},
+    {"initial": 0.1, "decay_steps": 20, "alpha": 0.25},
+    {"initial": 0.1, "decay_steps": 20, "warmup_steps": 5},  # no target: Keras ignores the warm-up
+    {"initial": 0.1, "decay_steps": 20, "alpha": 0.1, "warmup_steps": 5},
+    {"initial": 0.0, "decay_steps": 20, "warmup_target": 0.2, "warmup_steps": 5},
+    {"initial": 0.05, "decay_steps": 20, "alpha": 0.3, "warmup_target": 0.2, "warmup_steps": 7},
+    {"initial": 0.05, "decay_steps": 20, "warmup_target": 0.2},  # a target without warm-up steps
+], ids=lambda settings: "-".join(f"{k}={v}" for k, v in settings.items()))
+def test_cosine_decay_is_keras_formula(settings):
+    arguments = dict(settings)
+    schedule = schedules.CosineDecay(arguments.pop("initial"), **arguments)
+    for step in range(40):
+        assert schedule(step) == pytest.approx(keras_cosine_decay(step, **settings), rel=1e-12, abs=1e-15), step
+
+
+@pytest.mark.parametrize("staircase", [False, True])
+def test_exponential_decay_is_keras_formula(staircase):
+    """learning_rate_schedule.py `ExponentialDecay`: initial * rate ** (step / decay_steps), floored when
+    staircase."""
+    schedule = schedules.ExponentialDecay(0.1, decay_steps=7, decay_rate=0.3, staircase=staircase)
+    for step in range(30):
+        exponent = math.floor(step / 7) if staircase else step / 7
+        assert schedule(step) == pytest.approx(0.1 * 0.3 ** exponent, rel=1e-12)
 
 
 # -- real Keras 3 ---------------------------------------------------------------------------------
