@@ -232,7 +232,8 @@ def test_evaluate_and_validation_weigh_the_loss_with_their_own_weights():
     p = softmax(x.reshape(len(x), -1).astype(np.float64) @ kernel + bias)
     losses = -np.log(p[np.arange(len(y)), y])
     result = loop.evaluate(model, x, y, sample_weight=weights, verbose=0, return_dict=True)
-    assert list(result) == ["loss", "accuracy"]  # evaluate's dict keeps compile's order, as Keras's
+    assert list(result) == ["accuracy", "loss"]  # sorted, as Keras's (its list form keeps compile's order)
+    assert loop.evaluate(model, x, y, sample_weight=weights, verbose=0) == [result["loss"], result["accuracy"]]
     assert result["loss"] == pytest.approx((weights * losses).sum() / len(y), rel=1e-6)
     assert result["accuracy"] == pytest.approx((p.argmax(-1) == y).mean())
     # validation_split takes the last fifth of the weights too; validation_data may carry its own
@@ -254,7 +255,7 @@ def test_weighted_metrics_divide_by_the_weights_and_take_keras_names():
     kernel, bias = model.get_weights()
     correct = softmax(x.reshape(len(x), -1) @ kernel + bias).argmax(-1) == y
     result = loop.evaluate(model, x, y, sample_weight=weights, batch_size=3, verbose=0, return_dict=True)
-    assert list(result) == ["loss", "accuracy", "weighted_accuracy"]
+    assert list(result) == ["accuracy", "loss", "weighted_accuracy"]
     assert result["weighted_accuracy"] == pytest.approx((weights * correct).sum() / weights.sum())
     assert result["accuracy"] == pytest.approx(correct.mean())
     assert loop.evaluate(model, x, y, verbose=0, return_dict=True)["weighted_accuracy"] == pytest.approx(correct.mean())

@@ -647,7 +647,8 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
              return_dict: bool = False, tta: Any = None,
              sample_weight: Any = None) -> float | list[float] | dict[str, float]:
     """Keras's `evaluate` (see `Sequential.evaluate`); `sample_weight` weighs the loss and the weighted
-    metrics as in `fit`."""
+    metrics as in `fit`. As Keras 3's: the dict (`return_dict=True`) has sorted keys, the list holds the
+    loss, then the metrics in compile's order."""
     require_compiled(model, "evaluate")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
@@ -661,9 +662,9 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     tta_variants(tta)  # checks the argument before any work
     results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar, tta,
                                 None if w_t is None else w_t.to(device))
-    progbar.finish(results)
-    if return_dict:
-        return results
+    progbar.finish(_sorted(results))
+    if return_dict:  # Keras 3 returns `pythonify_logs(logs)`: sorted keys; the list keeps compile's order
+        return _sorted(results)
     values = list(results.values())
     return values[0] if len(values) == 1 else values
 
