@@ -62,9 +62,16 @@ def model_input(model: Model, image: CommandImage) -> tuple[np.ndarray, str | No
     """(float32 (H, W, C) as the model takes it, a note saying what was converted or None), like `predict`:
     resized and converted to the model's input size and channels, times its preprocessing scale."""
     from convnet.models.model import sample_shape
-    shape = sample_shape(model)
+    scale = float((model.metadata.get("preprocessing") or {}).get("scale", 1.0))
+    return image_input(sample_shape(model), scale, model.name, image)
+
+
+def image_input(shape: tuple | None, scale: float, name: str, image: CommandImage) -> tuple[np.ndarray, str | None]:
+    """`image` converted for a model (`name`, for messages) taking one-sample `shape`, times `scale`."""
     if shape is None:
-        raise UsageError(f"the model {model.name!r} has no input shape, so images cannot be converted for it")
+        raise UsageError(f"the model {name!r} has no input shape, so images cannot be converted for it")
+    if len(shape) != 3:
+        raise UsageError(f"the model {name!r} takes inputs of shape {tuple(shape)}, not images (H, W, C)")
     height, width, channels = shape
     original = image.pixels()
     changes = []
@@ -74,7 +81,6 @@ def model_input(model: Model, image: CommandImage) -> tuple[np.ndarray, str | No
         changes.append(f"converted from {original.shape[2]} to {channels} channel(s)")
     pixels = image.pixels(size=(height, width), channels=channels) if changes else original
     import numpy as np
-    scale = float((model.metadata.get("preprocessing") or {}).get("scale", 1.0))
     note = f"{image.label}  (note: {', '.join(changes)} to fit the model)" if changes else None
     return pixels.astype(np.float32) * scale, note
 

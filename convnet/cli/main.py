@@ -146,18 +146,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
-    model = load_model_file(args.model, args.device, compile=True)
-    names = model.metadata.get("class_names")
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1. Received: {args.top_k}")
+    names, convert, run = _predictor(args.model, args.device)
     for path in args.images:
-        pixels, note = model_input(model, CommandImage(path=path))  # resized and converted to fit, and scaled
-        probabilities = model.predict(pixels[None], verbose=0)[0]
+        pixels, note = convert(CommandImage(path=path))  # resized and converted to fit, and scaled
+        probabilities = run(pixels)
         print(note or path)
         for rank, index in enumerate(np.argsort(-probabilities)[:args.top_k], start=1):
             label = names[index] if names and index < len(names) else str(index)
             print(f"  {rank}. {label:<14} {probabilities[index] * 100:6.2f}%")
     return 0
+
+
+def _predictor(path: str, device: str) -> tuple[list[str] | None, Callable, Callable]:
+    """(class names, image -> (pixels, note), pixels -> probabilities) for a .convnet file, or for an exported
+    .onnx/.pt2 file run as it will be deployed (ONNX Runtime, torch.export)."""
+    if not path.lower().endswith((".onnx", ".pt2")):
+        model = load_model_file(path, device, compile=True)
+
+        def convert(image: CommandImage) -> tuple[Any, str | None]:
+            return model_input(model, image)
+
+        def run(pixels: Any) -> Any:
+            return model.predict(pixels[None], verbose=0)[0]
+        return model.metadata.get("class_names"), convert, run
+    from convnet.cli.common import image_input
+    from convnet.export import ExportedModel
+    exported = ExportedModel(path)
+    if len(exported.input_shapes) != 1:
+        raise UsageError(f"{path} takes {len(exported.input_shapes)} inputs; predict takes one image per call")
+    scale = float((exported.metadata.get("preprocessing") or {}).get("scale", 1.0))
+
+    def convert_exported(image: CommandImage) -> tuple[Any, str | None]:
+        return image_input(exported.input_shapes[0], scale, os.path.basename(path), image)
+
+    def run_exported(pixels: Any) -> Any:
+        return exported.predict(pixels[None])[0]
+    return exported.class_names, convert_exported, run_exported
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
@@ -199,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k classes for image files",
                                   description="Classify image files; each is converted to the model's input size "
                                               "and channels (and the command says so).")
-    predict.add_argument("model", metavar="MODEL", help="a .convnet file")
+    predict.add_argument("model", metavar="MODEL", help="a .convnet file, or an exported .onnx or .pt2 file (run "
+                                                         "by ONNX Runtime or torch.export, as deployed)")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG or other image files")
     predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     complete_with(predict.add_argument("--device", default="auto"), "device")
@@ -216,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment(commands)
     from convnet.cli.bench import add_cli as add_bench
     add_bench(commands)
+    from convnet.cli.export import add_cli as add_export
+    add_export(commands)
     completion.add_commands(commands, parser, __version__)
     return parser
 
@@ -226,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError) as error:  # DatasetNotFoundError is one too
+    except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError) as error:  # DatasetNotFoundError too
         if os.environ.get("CONVNET_DEBUG"):
             raise
         message = str(error).splitlines()

@@ -112,19 +112,20 @@ class Softmax(Layer):
         """The logits: the input itself."""
         return x
 
-    def _check_axes(self, rank: int, shown: str) -> None:
+    def _check_axes(self, rank: int, shape: Sequence[int | None]) -> None:
+        # the shape is formatted only for the message: reading a traced batch size (torch.export) fixes it
         if not all(-rank <= a < rank and a % rank != 0 for a in self._axes):
             raise ValueError(f"{self.label}: axis={self.axis!r} is out of range for inputs of rank {rank} (batch "
-                             f"axis included); received shape {shown}")
+                             f"axis included); received shape {shape_str(shape)}")
 
     def call(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_axes(x.dim(), shape_str(x.shape))
+        self._check_axes(x.dim(), tuple(x.shape))
         if len(self._axes) == 1:
             return torch.softmax(x, dim=self._axes[0])
         return torch.exp(x - torch.logsumexp(x, dim=self._axes, keepdim=True))
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        self._check_axes(len(input_shape) + 1, shape_str((None, *input_shape)))
+        self._check_axes(len(input_shape) + 1, (None, *input_shape))
         return input_shape
 
     def geometry(self, input_shape: Shape) -> Geometry | None:

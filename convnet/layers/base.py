@@ -134,6 +134,9 @@ class Layer(torch.nn.Module):
     """
 
     input_ndim: ClassVar[int | None] = None  # rank of the batch this layer takes, None for any rank >= 2
+    # whether model.export may trace call(): None = yes for convnet's own layers (tests/test_export.py checks
+    # each), no for a user's class until it says True; False = never (a Lambda holds Python code)
+    exportable: ClassVar[bool | None] = None
 
     def __init__(self, *, name: str | None = None, input_shape: Sequence[int | None] | None = None,
                  trainable: bool = True, **unexpected: Any):

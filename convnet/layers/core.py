@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -220,6 +220,8 @@ class Lambda(Layer):
     A Lambda holds Python code, so a model containing one cannot be saved to a .convnet file (files
     never carry code); write a registered Layer subclass instead.
     """
+
+    exportable: ClassVar[bool | None] = False  # it holds Python code, which an exported file cannot carry
 
     def __init__(self, function: Callable[[torch.Tensor], torch.Tensor],
                  output_shape: Sequence[int | None] | None = None, **kwargs: Any):

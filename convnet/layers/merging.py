@@ -121,7 +121,8 @@ class Merge(Layer):
         self._check_count(len(inputs))
         tensors = [t if isinstance(t, torch.Tensor) and t.is_floating_point() else as_tensor(f"inputs[{i}]", t)
                    for i, t in enumerate(inputs)]
-        if any(t.dim() < 2 for t in tensors) or len({t.shape[0] for t in tensors}) > 1:
+        # compared pairwise, not through a set: under torch.export the batch size is a symbol, not hashable
+        if any(t.dim() < 2 for t in tensors) or any(t.shape[0] != tensors[0].shape[0] for t in tensors[1:]):
             shown = ", ".join(f"input {i} has shape {shape_str(t.shape)}" for i, t in enumerate(tensors))
             raise ValueError(f"{self.label}: expects batches (N, ...) of one batch size N; {shown}")
         shapes = [tuple(t.shape[1:]) for t in tensors]

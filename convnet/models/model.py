@@ -37,6 +37,7 @@ from convnet import optimizers as optimizers_module
 from convnet._internal.checks import check_choice, check_str, describe, shape_str, unknown_name
 from convnet._internal.registry import Registry
 from convnet._internal.table import binary_bytes, box_table, si
+from convnet.export.formats import export as export_model
 from convnet.layers import InputLayer
 from convnet.layers.node import Node, SymbolicTensor, flatten_tensors, is_symbolic, symbolic_call
 from convnet.models.saving import load_weights, save_model, save_weights
@@ -591,6 +592,16 @@ class Model(torch.nn.Module):
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
         load_weights(cast(Any, self), filepath)
+
+    def export(self, filepath: str | os.PathLike, format: str | None = None, check: bool = False,
+               opset: int = 18, tolerance: float = 1e-4) -> dict[str, Any]:
+        """Write the model for use outside convnet, as Keras's `model.export`: ONNX (`.onnx`, opset >= 18,
+        run by ONNX Runtime; needs `pip install "convnet[export]"`) or a torch.export program (`.pt2`).
+        The file takes what `predict` takes (NHWC float32 with a dynamic batch axis) and returns what it
+        returns; class names, input shape and scaling travel in its metadata. `check=True` runs the file on
+        random and real images and raises unless it agrees with `predict` within `tolerance` (nothing is
+        left behind then). Returns {"path", "format", "max_difference", ...}."""
+        return export_model(self, filepath, format=format, opset=opset, check=check, tolerance=tolerance)
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
