@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convnet import layers, metrics, optimizers, schedules
+from convnet import layers, losses, metrics, optimizers, regularizers, schedules
 from convnet.models import Sequential
 from convnet.training import loop
 
@@ -121,4 +121,36 @@ def test_a_batch_size_larger_than_the_data_trains_one_batch_as_in_keras(keras):
     history = loop.fit(model, x, y, batch_size=64, epochs=3, shuffle=False, verbose=0, validation_split=0.25,
                        validation_freq=2)
     assert int(keras_model.optimizer.iterations) == model.optimizer.iterations == 3
+    assert_same(keras_model, keras_history, model, history, start)
+
+
+def test_regularization_penalties_and_a_loss_reduction_train_and_report_as_in_keras(keras):
+    """Keras adds `model.losses` (kernel, bias and activity penalties) to the batch loss, in the gradient and
+    in the logged loss; a "sum" reduction leaves the weighted sum undivided."""
+    k, r = keras.layers, keras.regularizers
+    keras.utils.set_random_seed(0)
+    keras_model = keras.models.Sequential([
+        keras.Input(shape=(8, 8, 1)), k.Conv2D(4, 3, padding="same", activation="relu",
+                                               kernel_regularizer=r.L2(0.01)),
+        k.MaxPooling2D(2), k.Flatten(),
+        k.Dense(3, activation="softmax", kernel_regularizer=r.L1(0.01), bias_regularizer=r.L2(0.1),
+                activity_regularizer=r.L2(0.01))])
+    model = Sequential([
+        layers.Input(shape=(8, 8, 1)), layers.Conv2D(4, 3, padding="same", activation="relu",
+                                                     kernel_regularizer=regularizers.L2(0.01)),
+        layers.MaxPooling2D(2), layers.Flatten(),
+        layers.Dense(3, activation="softmax", kernel_regularizer=regularizers.L1(0.01),
+                     bias_regularizer=regularizers.L2(0.1), activity_regularizer=regularizers.L2(0.01))])
+    model.set_weights(keras_model.get_weights())
+    keras_model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), metrics=["accuracy"],
+                        loss=keras.losses.SparseCategoricalCrossentropy(reduction="sum"))
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.05), metrics=["accuracy"], device="cpu",
+                  loss=losses.SparseCategoricalCrossentropy(reduction="sum"))
+    x, y = data()
+    weights = np.random.default_rng(3).uniform(0.0, 1.0, len(y)).astype(np.float32)
+    start = model.get_weights()
+    arguments = {"batch_size": 16, "epochs": 3, "shuffle": False, "verbose": 0, "sample_weight": weights,
+                 "validation_data": data(12, seed=1)}
+    keras_history = keras_model.fit(x, y, **arguments)
+    history = loop.fit(model, x, y, **arguments)
     assert_same(keras_model, keras_history, model, history, start)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import convnet
-from convnet import callbacks, layers, losses, metrics, optimizers, schedules
+from convnet import callbacks, layers, losses, metrics, optimizers, regularizers, schedules
 from convnet.training import checkpoint, graphs, loop
 
 KERAS_WARNING = ("`sparse_categorical_crossentropy` received `from_logits=True`, but the `output` argument was "
@@ -114,11 +114,14 @@ def sgd_model(learning_rate=RATE, **compile_args):
     return model
 
 
-def numpy_sgd_fit(model, x, y, weights, batch_size, epochs, rates=None):
+def numpy_sgd_fit(model, x, y, weights, batch_size, epochs, rates=None, l2=0.0, reduction="sum_over_batch_size"):
     """Keras 3's fit of `model`'s Dense softmax layer with SGD, shuffle off, in float64: each batch's loss is
     sum(w * l) / batch size (losses/loss.py `reduce_weighted_values`, "sum_over_batch_size"), the logged
     "loss" is the batches' losses averaged weighted by batch size (the torch trainer's `_loss_tracker`),
-    "accuracy" is unweighted (compile_utils: `metrics` get no sample_weight). Returns (kernel, bias, history)."""
+    "accuracy" is unweighted (compile_utils: `metrics` get no sample_weight). `l2`: the kernel's L2 penalty,
+    l2 * sum(kernel ** 2), which `compute_loss` adds to the batch loss (`model.losses`): in the gradient and
+    in the logged loss. `reduction`: the loss's divisor (loss.py `reduce_values`): the batch size, 1 for "sum",
+    the weights' sum for "mean_with_sample_weight". Returns (kernel, bias, history)."""
     kernel, bias = (w.astype(np.float64) for w in model.get_weights())
     features = x.reshape(len(x), -1).astype(np.float64)
     history = {"accuracy": [], "loss": []}
@@ -129,11 +132,13 @@ def numpy_sgd_fit(model, x, y, weights, batch_size, epochs, rates=None):
             xb, yb, wb = (a[start:start + batch_size] for a in (features, y, weights))
             p = softmax(xb @ kernel + bias)  # (n, 3)
             losses = -np.log(p[np.arange(len(yb)), yb])
-            loss_total += (wb * losses).sum()  # batch loss sum(w * l) / n, times n for the tracker
+            penalty = l2 * (kernel ** 2).sum()
+            divisor = {"sum_over_batch_size": len(yb), "sum": 1.0, "mean_with_sample_weight": wb.sum()}[reduction]
+            loss_total += len(yb) * ((wb * losses).sum() / divisor + penalty)  # the batch loss, times n
             correct += (p.argmax(-1) == yb).sum()
-            grad = (p - np.eye(3)[yb]) * wb[:, None] / len(yb)  # d(sum(w * l) / n) / d logits
+            grad = (p - np.eye(3)[yb]) * wb[:, None] / divisor  # d(sum(w * l) / divisor) / d logits
             rate = RATE if rates is None else rates[step]
-            kernel -= rate * xb.T @ grad
+            kernel -= rate * (xb.T @ grad + 2 * l2 * kernel)
             bias -= rate * grad.sum(0)
             step += 1
         history["loss"].append(loss_total / len(x))
@@ -205,6 +210,19 @@ def test_sample_weight_weighs_the_loss_but_not_the_metrics_as_keras():
     assert_history(history.history, expected)
     np.testing.assert_allclose(model.get_weights()[0], kernel, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(model.get_weights()[1], bias, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean_with_sample_weight"])
+def test_a_loss_reduction_sets_the_batch_loss_and_the_logged_loss(reduction):
+    x, y = data()
+    weights = np.random.default_rng(2).uniform(0.5, 3, len(y))
+    model = sgd_model(learning_rate=RATE)
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.1),
+                  loss=losses.SparseCategoricalCrossentropy(reduction=reduction), metrics=["accuracy"], device="cpu")
+    history = loop.fit(model, x, y, batch_size=4, epochs=2, shuffle=False, sample_weight=weights, verbose=0)
+    kernel, _, expected = numpy_sgd_fit(sgd_model(), x, y, weights, 4, 2, rates=[0.1] * 6, reduction=reduction)
+    assert_history(history.history, expected)
+    np.testing.assert_allclose(model.get_weights()[0], kernel, rtol=1e-5, atol=1e-7)
 
 
 def test_class_weight_is_sample_weight_from_the_labels():
@@ -298,6 +316,31 @@ def test_bad_weight_and_validation_arguments_are_refused(arguments, error, messa
     x, y = data()
     with pytest.raises(error, match=message):
         loop.fit(sgd_model(), x, y, verbose=0, **arguments)
+
+
+# 9. Regularization penalties
+
+def test_a_kernel_penalty_is_trained_on_and_reported_in_the_loss_as_keras():
+    x, y = data()
+    weights = np.random.default_rng(4).uniform(0, 2, len(y))
+    convnet.utils.set_random_seed(0)
+    model = convnet.Sequential([layers.Input((4, 4, 1)), layers.Flatten(),
+                                layers.Dense(3, activation="softmax", kernel_regularizer=regularizers.L2(0.05))])
+    model.compile(optimizer=optimizers.SGD(learning_rate=RATE), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], device="cpu")
+    start = [w.copy() for w in model.get_weights()]
+    history = loop.fit(model, x, y, batch_size=4, epochs=3, shuffle=False, sample_weight=weights, verbose=0)
+    twin = sgd_model()
+    twin.set_weights(start)
+    kernel, bias, expected = numpy_sgd_fit(twin, x, y, weights, 4, 3, l2=0.05)
+    assert_history(history.history, expected)
+    np.testing.assert_allclose(model.get_weights()[0], kernel, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(model.get_weights()[1], bias, rtol=1e-5, atol=1e-7)
+    k, b = (w.astype(np.float64) for w in model.get_weights())
+    p = softmax(x.reshape(len(x), -1) @ k + b)
+    plain = -np.log(p[np.arange(len(y)), y]).mean()
+    assert loop.evaluate(model, x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        plain + 0.05 * (k ** 2).sum(), rel=1e-5)  # Keras's test_step adds model.losses too
 
 
 # 5. A batch size larger than the data

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from convnet import regularizers
 from convnet._internal.checks import check_choice
 from convnet.training.graphs import Capture, CudaGraphCapture, GraphedStep
 
@@ -130,12 +131,31 @@ class Scores:
 
 def loss_sum(loss: Loss, y: torch.Tensor, outputs: torch.Tensor, logits: bool | None,
              sample_weight: torch.Tensor | None) -> torch.Tensor:
-    """sum(w * loss) over the batch (plain sum without weights): Keras's weighted loss before it divides by
-    the batch size ("sum_over_batch_size"). `logits` as for `Loss.sum`."""
-    if sample_weight is None:
-        return loss.sum(y, outputs, logits=logits)
-    values = loss.per_sample(y, outputs, loss.from_logits if logits is None else logits)  # (N,)
-    return (values * sample_weight).sum()
+    """sum(w * loss) over the batch (plain sum without weights): Keras's weighted loss before its reduction.
+    `logits` as for `Loss.sum`."""
+    return loss.sum(y, outputs, logits=logits, sample_weight=sample_weight)
+
+
+def batch_loss(model: Sequential, total: torch.Tensor, count: int,
+               sample_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's loss as Keras trains on it, what the epoch's "loss" adds up) from `total` = `loss_sum`.
+
+    Keras's `compute_loss`: the compiled loss reduced (`Loss.reduce`: total / count by default), plus the
+    regularization penalties of the last forward pass (`regularizers.penalty`, Keras's `model.losses`).
+    Keras reports the epoch's loss as the batch values averaged weighted by batch size, so the epoch adds
+    value * count: `total` itself for a loss that divides by the batch size and no penalty (the same
+    number, without the rounding of a division and a product).
+    """
+    loss = model.loss
+    assert loss is not None, "compile() sets the loss"
+    weight_sum = None if sample_weight is None else sample_weight.sum()
+    value = loss.reduce(total, count, weight_sum)
+    penalty = regularizers.penalty(model)
+    if penalty is not None:
+        value = value + penalty
+    if penalty is None and loss.reduction in ("sum_over_batch_size", "mean"):
+        return value, total
+    return value, value * count
 
 
 def _per_sample(metric: Metric, y: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -146,7 +166,8 @@ def _per_sample(metric: Metric, y: torch.Tensor, predictions: torch.Tensor) -> t
 def batch_sums(model: Sequential, loss_total: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor,
                fused: str | None, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """The sums of one batch laid out as `Scores` says, as a float64 tensor on the device; `loss_total` is
-    `loss_sum`'s; `outputs` are logits when `fused` names the activation they leave out."""
+    what the epoch's loss adds up (`batch_loss`); `outputs` are logits when `fused` names the activation
+    they leave out."""
     weighted = weighted_metrics(model)
     predictions = outputs
     if fused is not None and any(metric.needs_probabilities for metric in (*model.metrics, *weighted)):
@@ -210,17 +231,19 @@ class Engine:
              sample_weight: torch.Tensor | None = None) -> torch.Tensor:
         """One eager optimisation step. Gradients are zeroed first: set to None, or zeroed in place
         (`set_to_none=False`) where a CUDA graph reads them at their addresses. The gradient is that of
-        Keras's batch loss, sum(w * loss) / batch size (w = 1 without `sample_weight`)."""
+        Keras's batch loss (`batch_loss`): sum(w * loss) / batch size by default (w = 1 without
+        `sample_weight`), plus the layers' regularization penalties."""
         model, optimizer, loss = self.model, self.model.optimizer_, self.model.loss
         assert optimizer is not None and loss is not None, "compile() sets the optimizer and the loss"
         optimizer.zero_grad(set_to_none=set_to_none)
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         total = loss_sum(loss, y, outputs.float(), True if self.fused else None, sample_weight)
-        (total / x.shape[0]).backward()
+        value, reported = batch_loss(model, total, x.shape[0], sample_weight)
+        value.backward()
         optimizer.step()
         with torch.no_grad():
-            return batch_sums(model, total.detach(), y, outputs.detach().float(), self.fused, sample_weight)
+            return batch_sums(model, reported.detach(), y, outputs.detach().float(), self.fused, sample_weight)
 
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.step(x, y, set_to_none=False, sample_weight=self._weights)
@@ -279,7 +302,8 @@ class Engine:
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         outputs = outputs.float()
         total = loss_sum(loss, y, outputs, True if self.fused else None, sample_weight)
-        return batch_sums(model, total, y, outputs, self.fused, sample_weight)
+        _, reported = batch_loss(model, total, x.shape[0], sample_weight)  # the penalty counts, as in Keras
+        return batch_sums(model, reported, y, outputs, self.fused, sample_weight)
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> torch.Tensor:

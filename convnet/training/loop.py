@@ -28,7 +28,7 @@ from convnet.augment import apply_variant, tta_variants
 from convnet.callbacks import BackupAndRestore, Callback, History, TerminateOnNaN
 from convnet.losses import check_from_logits, from_probabilities, to_probabilities
 from convnet.training import checkpoint
-from convnet.training.engine import Engine, Scores, batch_sums, loss_sum
+from convnet.training.engine import Engine, Scores, batch_loss, batch_sums, loss_sum
 from convnet.training.inputs import (
     as_inputs,
     as_sample_weights,
@@ -637,7 +637,8 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
             totals += engine.eval_batch(xb, yb, wb)
         else:  # outputs of the model's own kind (see tta_outputs), scored as the loss takes them
             outputs = tta_outputs(model, xb, variants)
-            totals += batch_sums(model, loss_sum(loss, yb, outputs, None, wb), yb, outputs, None, wb)
+            _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, wb), xb.shape[0], wb)
+            totals += batch_sums(model, reported, yb, outputs, None, wb)
         if progbar is not None and progbar.due():
             progbar.update(step + 1, scores.means(totals, min((step + 1) * batch_size, x.shape[0])))
     return scores.means(totals, x.shape[0])
