@@ -106,3 +106,15 @@ def test_bad_settings_are_refused_before_anything_runs(argv, message, fashion, t
     err = capsys.readouterr().err
     assert err.startswith("convnet bench: error: ") and message in err, err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_export_comparison_takes_medians_and_a_ratio():
+    runs = [{"predict_img_s_convnet": c, "predict_img_s_onnxruntime": o, "max_difference": d}
+            for c, o, d in [(900, 1000, 1e-7), (1100, 1000, 2e-7), (1000, 800, 0.0)]]
+    stats = bench._export_stats([*runs, {"error": "crashed"}])
+    assert (stats["convnet"], stats["onnxruntime"], stats["max_difference"]) == (1000, 1000, 2e-7)
+    assert stats["ratio"] == pytest.approx(1.0)
+    table = bench.export_table({"128": stats, "32": bench._export_stats([{"error": "no onnxruntime"}])})
+    lines = table.splitlines()
+    assert lines[2].startswith("| 32 ") and "error: no onnxruntime" in lines[2]
+    assert "| 128 | 1,000 | 1,000 | 1.00x (largest difference 2e-07) |" in table

@@ -215,3 +215,16 @@ def test_every_zoo_preset_exports_exactly(tmp_path, name, suffix):
     report = model.export(tmp_path / f"{name}{suffix}", check=True)
     assert report["max_difference"] <= TOLERANCE, report
     assert os.path.getsize(tmp_path / f"{name}{suffix}") > 4 * model.count_params()  # float32 weights are in it
+
+
+def test_without_the_export_extra_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import importlib
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda name, *a: (_ for _ in ()).throw(ImportError(name)) if name == "onnx" else real(name, *a))
+    residual_graph().save(tmp_path / "model.convnet")
+    from convnet.cli import main
+    assert main(["export", str(tmp_path / "model.convnet"), "--output", str(tmp_path / "model.onnx")]) == 2
+    assert "exporting to or running ONNX needs the 'onnx' package: pip install \"convnet[export]\"" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.convnet"]

@@ -42,6 +42,7 @@ class BenchConfig:
     data_dir: str | None = None
     predict_images: int = 10000     # test images each contestant predicts (fewer only for quick checks)
     functional: bool = False        # also time the seed CNN built with the functional API (graph overhead)
+    export: bool = False            # also time predict of the seed CNN exported to ONNX, in ONNX Runtime
 
 
 def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
@@ -78,6 +79,30 @@ def _worker_convnet(args: argparse.Namespace) -> dict[str, float]:
     from convnet.training.engine import describe
     return {"train_img_s": timed / train_seconds, "predict_img_s": len(x_test) / predict_seconds,
             "engine": describe(model.engine)}
+
+
+def _worker_export(args: argparse.Namespace) -> dict[str, Any]:
+    """predict throughput of the seed CNN in convnet and, exported to ONNX, in ONNX Runtime (CPU provider:
+    the same device on a CPU machine), on the same 10,000 test images and batch size, in one process."""
+    import numpy as np
+
+    import convnet
+    from convnet.export import ExportedModel
+    convnet.utils.set_random_seed(0)
+    x_test = np.load(os.path.join(args.data, "x_test.npy"))[..., None].astype(np.float32) / 255
+    model = convnet.zoo.seed_cnn()
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="nadam", device=args.device)
+    path = os.path.join(args.data, "seed.onnx")
+    report = model.export(path, check=True)
+    exported = ExportedModel(path)
+    timings: dict[str, float] = {}
+    for name, run in (("convnet", lambda x: model.predict(x, batch_size=args.batch_size, verbose=0)),
+                      ("onnxruntime", lambda x: exported.predict(x, batch_size=args.batch_size))):
+        run(x_test[:2 * args.batch_size])  # warm-up
+        start = time.perf_counter()
+        run(x_test)
+        timings[f"predict_img_s_{name}"] = len(x_test) / (time.perf_counter() - start)
+    return {**timings, "max_difference": report["max_difference"]}
 
 
 def measured_peak(device: str) -> dict[str, Any]:
@@ -188,14 +213,51 @@ def run(config: BenchConfig, log: Any = print) -> dict[str, Any]:
                     shown = (f"{result['train_img_s']:,.0f} img/s" if "train_img_s" in result
                              else f"error: {result['error']}")
                     log(f"[round {repeat + 1}/{config.repeats}] batch {bs:>5}  {name:<28} {shown}")
+    exported: dict[str, list[dict[str, Any]]] = {}
+    if config.export:
+        with tempfile.TemporaryDirectory() as data:
+            np.save(os.path.join(data, "x_test.npy"), x_test[:config.predict_images])
+            for repeat in range(config.repeats):
+                for bs in config.batch_sizes:
+                    result = _run([sys.executable, "-m", "convnet.cli.bench", "--worker", "export", "--batch-size",
+                                   str(bs), "--steps", "1", "--data", data, "--device", device])
+                    exported.setdefault(str(bs), []).append(result)
+                    log(f"[round {repeat + 1}/{config.repeats}] batch {bs:>5}  predict: convnet vs ONNX Runtime "
+                        + (f"{result['predict_img_s_convnet']:,.0f} vs {result['predict_img_s_onnxruntime']:,.0f} img/s"
+                           if "predict_img_s_convnet" in result else f"error: {result['error']}"))
     peak = measured_peak(device)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "environment": environment(),
               "steps": steps, "repeats": config.repeats, "predict_images": min(config.predict_images, len(x_test)),
               "peak": peak, "train_gflop_per_image": TRAIN_GFLOP_PER_IMAGE,
-              "results": results, "summary": summarise(results, peak["gflops"]), "left_out": left_out}
+              "results": results, "summary": summarise(results, peak["gflops"]), "left_out": left_out,
+              "export": {bs: _export_stats(runs) for bs, runs in exported.items()}}
     with open(config.out, "w") as stream:
         json.dump(report, stream, indent=2)
     return report
+
+
+def _export_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the convnet and ONNX Runtime predict rates over the runs, and their ratio."""
+    good = [run for run in runs if "predict_img_s_convnet" in run]
+    if not good:
+        return {"error": runs[0].get("error", "failed") if runs else "not run"}
+    convnet_rate = statistics.median(run["predict_img_s_convnet"] for run in good)
+    ort_rate = statistics.median(run["predict_img_s_onnxruntime"] for run in good)
+    return {"convnet": convnet_rate, "onnxruntime": ort_rate, "ratio": convnet_rate / ort_rate,
+            "max_difference": max(run["max_difference"] for run in good)}
+
+
+def export_table(export: dict[str, dict[str, Any]]) -> str:
+    """The Markdown table of `--export`: predict images per second, convnet against ONNX Runtime."""
+    from convnet._internal.table import markdown_table
+    rows = []
+    for bs, entry in sorted(export.items(), key=lambda item: int(item[0])):
+        if "error" in entry:
+            rows.append([bs, "-", "-", f"error: {entry['error']}"])
+        else:
+            rows.append([bs, f"{entry['convnet']:,.0f}", f"{entry['onnxruntime']:,.0f}",
+                         f"{entry['ratio']:.2f}x (largest difference {entry['max_difference']:.1g})"])
+    return markdown_table(["batch", "convnet predict (img/s)", "ONNX Runtime (img/s)", "convnet / ONNX Runtime"], rows)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -252,7 +314,7 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Worker entry point: `python -m convnet.cli.bench --worker convnet ...` (used by `run`)."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--worker", required=True, choices=["convnet"])
+    parser.add_argument("--worker", required=True, choices=["convnet", "export"])
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=3)
@@ -260,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--api", default="sequential", choices=["sequential", "functional"])
     args = parser.parse_args(argv)
-    print(json.dumps(_worker_convnet(args)))
+    print(json.dumps(_worker_convnet(args) if args.worker == "convnet" else _worker_export(args)))
 
 
 def add_cli(commands: argparse._SubParsersAction) -> None:
@@ -288,6 +350,8 @@ def add_cli(commands: argparse._SubParsersAction) -> None:
                                      help=f"where to write the JSON results (default: {default.out})"), "file")
     bench.add_argument("--functional", action="store_true",
                        help="also time the seed CNN built with the functional API (graph overhead)")
+    bench.add_argument("--export", action="store_true",
+                       help="also compare predict with the seed CNN exported to ONNX, run by ONNX Runtime")
     bench.add_argument("--predict-images", type=int, default=default.predict_images,
                        help=f"test images each contestant predicts (default: all {default.predict_images})")
     bench.set_defaults(run=_cmd_bench)
@@ -302,7 +366,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(device=args.device, batch_sizes=sizes, steps=args.steps, repeats=args.repeats,
                          peers=args.peers, keras_python=args.keras_python, keras_backend=args.keras_backend,
                          out=args.out, data_dir=args.data_dir, predict_images=args.predict_images,
-                         functional=args.functional)
+                         functional=args.functional, export=args.export)
     report = run(config, log=lambda line: print(line, flush=True))
     env = report["environment"]
     print(f"\nDevice: {report['device']} ({env['processor']}, {env['cpu_threads']} threads; CUDA: {env['cuda_device']}); "
@@ -311,6 +375,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(table(report))
     for name, reason in report["left_out"].items():
         print(f"Not run: {name} ({reason})")
+    if report["export"]:
+        print("\nPredict, the seed CNN exported to ONNX (checked against predict) in ONNX Runtime:\n")
+        print(export_table(report["export"]))
     print(f"\nWritten: {config.out}")
     return 0
 
