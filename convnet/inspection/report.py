@@ -183,18 +183,35 @@ def _number(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
+def _shape_text(shape: Any) -> str:
+    """An output shape, or the shapes of a layer with several outputs, as `summary` writes them."""
+    return ", ".join(shape_str(item) for item in shape) if isinstance(shape, list) else shape_str(shape)
+
+
 def _summary(config: Any, model: Any) -> dict[str, Any]:
-    """The run's settings and the model's layer table."""
+    """The run's settings and the model's layer table: for a graph with its "Connected to" column (Keras's
+    summary), each nested model's layers listed under it as "nested/layer" rows (the total counts each
+    parameter once, in the nested model's own row)."""
+    from convnet.inspection.explain import layer_rows
+    from convnet.models.sequential import Sequential
+
     settings = [(field.name, "-" if getattr(config, field.name) is None else getattr(config, field.name))
                 for field in dataclasses.fields(config) if field.name not in ("out", "verbose", "checkpoint_minutes")]
-    rows = model.layer_table()
-    layers = [(row["name"], row["type"], shape_str(row["output_shape"]), f"{row['params']:,}", si(row["macs"]),
+    rows = list(layer_rows(model).values())
+    graph = not isinstance(model, Sequential)  # a stack's layers each read the one above: no column needed
+    layers = [(row["name"], row["type"], _shape_text(row["output_shape"]), f"{row['params']:,}", si(row["macs"]),
                "-" if row["receptive_field"] is None else "x".join(map(str, row["receptive_field"])),
-               "-" if row["jump"] is None else "x".join(map(str, row["jump"]))) for row in rows]
-    total = ("Total", "", "", f"{sum(r['params'] for r in rows):,}", si(sum(r["macs"] for r in rows)), "", "")
-    headers = ["Layer", "Type", "Output shape", "Params", "MACs", "Receptive field", "Jump"]
+               "-" if row["jump"] is None else "x".join(map(str, row["jump"])),
+               *([", ".join(row["connected_to"]) or "-"] if graph else [])) for row in rows]
+    top = [row for row in rows if row["nested_in"] is None]
+    total = ("Total", "", "", f"{sum(r['params'] for r in top):,}", si(sum(r["macs"] for r in top)), "", "",
+             *([""] if graph else []))
+    headers = ["Layer", "Type", "Output shape", "Params", "MACs", "Receptive field", "Jump",
+               *(["Connected to"] if graph else [])]
+    nested = [row["name"] for row in top if any(other["nested_in"] == row["name"] for other in rows)]
     return {"settings": pages.table(["Setting", "Value"], settings), "model_name": model.name,
-            "layers": pages.table(headers, layers, [False] * 3 + [True] * 4, total)}
+            "layers": pages.table(headers, layers, [False] * 3 + [True] * 4, total),
+            "graph": graph, "nested": nested}
 
 
 def _training_curves(history: dict, figure: str) -> dict[str, Any]:

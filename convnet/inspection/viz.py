@@ -18,7 +18,9 @@ look at a model, and re-exports `plot_saliency`. `convnet.viz` is a shortcut for
     ['output / map 0', 'output / map 1']
 
 Images for a model are taken as the model takes them (already scaled, e.g. pixels / 255 for a model
-trained so); see `convnet.explain` for the conversions (channels, size) made with a warning.
+trained so); see `convnet.explain` for the conversions (channels, size) made with a warning. A model is any
+built convnet model, a `Sequential` or a functional `Model`; layers are named as `convnet.explain` names them,
+a layer inside a nested model by its path ("backbone/conv2d"), which the titles show.
 """
 from __future__ import annotations
 
@@ -42,12 +44,13 @@ from convnet.inspection.figures import (
     show,
     suptitle,
 )
+from convnet.models.model import sample_shape
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from convnet.inspection.explain import TopActivations
-    from convnet.models.sequential import Sequential
+    from convnet.models.model import Model
 
 __all__ = ["plot_feature_maps", "plot_filters", "plot_history", "plot_confusion_matrix", "plot_misclassified",
            "plot_saliency", "plot_receptive_field", "plot_top_activations", "confusion_matrix"]
@@ -57,14 +60,15 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
     """The feature maps of one layer, or of every Conv2D layer, for one image.
 
     Args:
-        model_or_maps: a built Sequential, or maps computed already: the output of `convnet.nn.conv2d`
-            (or of a layer) for one image, (1, H, W, C) or (H, W, C), a tensor or an array.
+        model_or_maps: a built one-input model (Sequential or functional), or maps computed already: the
+            output of `convnet.nn.conv2d` (or of a layer) for one image, (1, H, W, C) or (H, W, C), a tensor or
+            an array.
         image: with a model, one image (H, W, C) or (1, H, W, C), uint8 or float, *as the model takes it*
             (already scaled if the model was trained on scaled pixels); channels and size are converted
             with a warning when they differ. None with maps.
-        layer: with a model, a layer (name, index or object; its output must be (h, w, K)) or a list of
-            them; default: every Conv2D layer. Each layer starts a new row. With maps, the name shown in the
-            titles.
+        layer: with a model, a layer (name or path, index or object; its output must be (h, w, K)) or a list
+            of them; default: every Conv2D layer, nested models' included. Each layer starts a new row. With
+            maps, the name shown in the titles.
         max_maps: show the first `max_maps` maps of each layer, 1..1024.
         cmap: a Matplotlib colormap name or object.
 
@@ -77,11 +81,11 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
             those that qualify), maps of another shape, `max_maps` out of range.
         TypeError: arguments of the wrong type.
     """
-    from convnet.models.sequential import Sequential
+    from convnet.models.model import Model
 
     max_maps = check_int("max_maps", max_maps, minimum=1, maximum=1024)
     cmap = check_cmap(cmap)
-    if isinstance(model_or_maps, Sequential):
+    if isinstance(model_or_maps, Model):
         if image is None:
             raise ValueError("plot_feature_maps: `image` is required with a model: one image (H, W, C) as the "
                              "model takes it")
@@ -97,7 +101,7 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
         if array.ndim != 3 or min(array.shape) == 0:
             hint = "; pick one image with maps[i:i + 1]" if array.ndim == 4 else (
                 "; add a channel axis with maps[:, :, None]" if array.ndim == 2 else "")
-            raise ValueError(f"`model_or_maps` must be a Sequential model or the maps of one image, (1, H, W, C) "
+            raise ValueError(f"`model_or_maps` must be a convnet model or the maps of one image, (1, H, W, C) "
                              f"or (H, W, C). Received shape {shape_str(np.shape(model_or_maps))}{hint}")
         name = "output" if layer is None else check_str("layer", layer)
         maps = {name: array}
@@ -120,7 +124,7 @@ def plot_feature_maps(model_or_maps: Any, image: Any = None, layer: Any = None, 
     return figure
 
 
-def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None = None,
+def plot_filters(model: Model, layer: Any = None, max_filters: int | None = None,
                  max_channels: int = 16) -> Figure:
     """The kernels of a Conv2D layer.
 
@@ -131,15 +135,15 @@ def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None =
     jointly; the title gives the limits.
 
     Args:
-        model: a built Sequential.
-        layer: a Conv2D layer (name, index or object); default: the first Conv2D.
+        model: a built model (Sequential or functional; several inputs are fine, the kernels need none).
+        layer: a Conv2D layer (name or path, index or object); default: the first Conv2D.
         max_filters: 1..1024, or None for the defaults above.
         max_channels: 1..256.
 
     Raises:
         ValueError: an unknown layer, or one that is not a Conv2D (the message lists the Conv2D layers).
     """
-    model = explain_module.check_model(model)
+    model = explain_module.check_model(model, one_input=False)
     if max_filters is not None:
         max_filters = check_int("max_filters", max_filters, minimum=1, maximum=1024)
     max_channels = check_int("max_channels", max_channels, minimum=1, maximum=256)
@@ -153,7 +157,8 @@ def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None =
     span = kernel.max(axis=(0, 1, 2), keepdims=True) - low
     normalised = np.where(span > 0, (kernel - low) / np.where(span > 0, span, 1), 0.5)  # each filter in [0, 1]
     first = explain_module.conv_layers(model, "plot_filters")[0]
-    rgb = c_in == 3 and target is first and (model.input_shape or ())[-1:] == (3,)
+    rgb = c_in == 3 and target is first and len(model.inputs) == 1 and (sample_shape(model) or ())[-1:] == (3,)
+    name = explain_module.layer_path(model, target)
     if c_in == 1 or rgb:
         count = min(c_out, max_filters or 64)
         figure, axes = panels(count)
@@ -161,7 +166,7 @@ def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None =
             image = normalised[:, :, :, i] if rgb else normalised[:, :, 0, i]  # (kh, kw, 3) or (kh, kw)
             show(ax, image, vmin=0, vmax=1)
             ax.set_title(f"filter {i}", fontsize=7)
-        suptitle(figure, f"{target.name}: {count} of {c_out} filters ({kh}x{kw}x{c_in})")
+        suptitle(figure, f"{name}: {count} of {c_out} filters ({kh}x{kw}x{c_in})")
         return figure
     rows, columns = min(c_out, max_filters or 16), min(c_in, max_channels)
     figure, axes = panels(rows * columns, columns=columns, extra_height=0.6)
@@ -172,7 +177,7 @@ def plot_filters(model: Sequential, layer: Any = None, max_filters: int | None =
             ax.set_title(f"in {j}", fontsize=7)
         if j == 0:
             ax.set_ylabel(f"filter {i}", fontsize=7)
-    suptitle(figure, f"{target.name}: filters 0-{rows - 1} of {c_out} (rows) x input channels 0-{columns - 1} "
+    suptitle(figure, f"{name}: filters 0-{rows - 1} of {c_out} (rows) x input channels 0-{columns - 1} "
                     f"of {c_in} (columns), {kh}x{kw}; each filter normalised")
     return figure
 
@@ -391,13 +396,13 @@ def plot_misclassified(images: Any, y_true: Any, y_pred: Any, class_names: Seque
     return figure
 
 
-def plot_receptive_field(model: Sequential, layer: Any, position: Sequence[int] | None = None,
+def plot_receptive_field(model: Model, layer: Any, position: Sequence[int] | None = None,
                          image: Any = None) -> Figure:
     """The input pixels one unit of `layer` sees, drawn as a rectangle on the image (or on a blank input).
 
     Args:
-        model: a built Sequential.
-        layer: a layer with (h, w, K) outputs (name, index or object).
+        model: a built one-input model (Sequential or functional).
+        layer: a layer with (h, w, K) outputs (name or path, index or object).
         position: (row, col) of the unit in the layer's output; default: the centre.
         image: drawn underneath, (H, W, C) of the model's input size; default: a blank input.
 
@@ -406,10 +411,11 @@ def plot_receptive_field(model: Sequential, layer: Any, position: Sequence[int] 
     """
     model = explain_module.check_model(model)
     target = explain_module.resolve_layer(model, layer, op="plot_receptive_field")
-    out_h, out_w = explain_module.layer_rows(model)[target.name]["output_shape"][1:3]
+    name = explain_module.layer_path(model, target)
+    out_h, out_w = explain_module.layer_rows(model)[name]["output_shape"][1:3]
     position = (out_h // 2, out_w // 2) if position is None else position
     top, left, bottom, right = explain_module.receptive_field_box(model, target, position)
-    height, width = (model.input_shape or (0, 0))[:2]  # check_model: the model is built, so never (0, 0)
+    height, width = (sample_shape(model) or (0, 0))[:2]  # check_model: the model is built, so never (0, 0)
     picture = np.zeros((height, width), np.float32) if image is None else displayable("image", image)
     if picture.shape[:2] != (height, width):
         raise ValueError(f"`image` must have the model's input size {height}x{width}. Received shape "
@@ -422,7 +428,7 @@ def plot_receptive_field(model: Sequential, layer: Any, position: Sequence[int] 
     clip_bottom, clip_right = min(bottom, height), min(right, width)
     ax.add_patch(Rectangle((clip_left - 0.5, clip_top - 0.5), clip_right - clip_left, clip_bottom - clip_top,
                            fill=False, edgecolor="red", linewidth=2))
-    ax.set_title(f"{target.name} unit {tuple(int(p) for p in position)}: {bottom - top}x{right - left} field\n"
+    ax.set_title(f"{name} unit {tuple(int(p) for p in position)}: {bottom - top}x{right - left} field\n"
                  f"rows {top}..{bottom - 1}, columns {left}..{right - 1}", fontsize=9)
     return figure
 
