@@ -6,6 +6,10 @@ sub-parsers.
     convnet explain MODEL IMAGE [--method gradcam]                    why the model chose its class, as a PNG
     convnet report RUN                                                an HTML page about a finished run
 
+A MODEL file may hold any saved convnet model: a Sequential stack or a functional graph (branches, merges,
+nested models). `--layer` takes a layer's name, or "nested/layer" for a layer inside a nested model; file
+names write the path with "-" (featuremaps of backbone/conv2d: IMAGE-backbone-conv2d.png).
+
 Each command prints the paths it wrote, one per line, last. Figures are drawn with Matplotlib's object API
 and saved with `convnet.inspection.figures.save_figure`: no window opens and no display is needed. The work is done by
 `convnet.viz`, `convnet.explain` and `convnet.report`; this module parses, loads and saves. Registering the
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from convnet.models.sequential import Sequential
+    from convnet.models.model import Model
 
 __all__ = ["add_commands", "line_filters", "line_filter_maps", "plot_line_filter_demo", "EXPLAIN_METHODS"]
 
@@ -109,8 +113,10 @@ def plot_line_filter_demo(image: np.ndarray, maps: np.ndarray, title: str = "") 
 
 
 def _save(figure: Figure, folder: str, name: str, written: set[str]) -> str:
-    """Save as folder/name.png (name-2.png, ... when this command already wrote that name) and print the path."""
+    """Save as folder/name.png (name-2.png, ... when this command already wrote that name) and print the path;
+    the "/" of a nested layer's path becomes "-"."""
     from convnet.inspection.figures import FIGURE_DPI, save_figure
+    name = name.replace("/", "-")
     path, count = os.path.join(folder, f"{name}.png"), 1
     while path in written:
         count += 1
@@ -139,12 +145,12 @@ def _cmd_featuremaps(args: argparse.Namespace) -> int:
         return 0
     from convnet._internal.checks import check_int
     from convnet.inspection import viz
-    from convnet.inspection.explain import conv_layers, resolve_layer
-    model = load_model_file(args.model, args.device)
+    from convnet.inspection.explain import check_model, conv_layers, layer_path, resolve_layer
+    model = check_model(load_model_file(args.model, args.device))
     if args.layer is None:
-        targets = [item.name for item in conv_layers(model, "featuremaps")]  # raises when the model has none
+        targets = [layer_path(model, item) for item in conv_layers(model, "featuremaps")]  # raises without any
     else:
-        targets = [resolve_layer(model, args.layer, op="featuremaps").name]
+        targets = [layer_path(model, resolve_layer(model, args.layer, op="featuremaps"))]
     max_maps = 64 if args.max_maps is None else check_int("--max-maps", args.max_maps, minimum=1, maximum=1024)
     prepared = [(image, *model_input(model, image)) for image in images]
     out = prepare_folder(args.out)
@@ -160,46 +166,46 @@ def _cmd_featuremaps(args: argparse.Namespace) -> int:
 def _cmd_filters(args: argparse.Namespace) -> int:
     from convnet._internal.checks import check_int
     from convnet.inspection import viz
-    from convnet.inspection.explain import conv_layers, resolve_layer
+    from convnet.inspection.explain import check_model, conv_layers, layer_path, resolve_layer
     from convnet.runs.job import prepare_folder
     if args.max_filters is not None:
         check_int("--max-filters", args.max_filters, minimum=1, maximum=1024)
-    model = load_model_file(args.model, args.device)
+    model = check_model(load_model_file(args.model, args.device), one_input=False)
     if args.layer is None:
-        convs = [item.name for item in conv_layers(model, "filters")]  # raises when the model has none
+        convs = [layer_path(model, item) for item in conv_layers(model, "filters")]  # raises when the model has none
         layer = convs[0]
         if len(convs) > 1:
             print(f"Showing {layer}, the first Conv2D layer; the others: {', '.join(convs[1:])} (pick with --layer)")
     else:
-        layer = resolve_layer(model, args.layer, need="conv", op="filters").name
+        layer = layer_path(model, resolve_layer(model, args.layer, need="conv", op="filters"))
     figure = viz.plot_filters(model, layer, max_filters=args.max_filters)
     stem = os.path.splitext(os.path.basename(args.model))[0]
     _save(figure, prepare_folder(args.out), f"{stem}-{layer}-filters", set())
     return 0
 
 
-def _class_name(model: Sequential, index: int) -> str:
+def _class_name(model: Model, index: int) -> str:
     names = model.metadata.get("class_names")
     return str(names[index]) if isinstance(names, (list, tuple)) and index < len(names) else f"class {index}"
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from convnet._internal.checks import unknown_name
-    from convnet.inspection.explain import default_cam_layer, explain
+    from convnet.inspection.explain import check_classifier, check_model, default_cam_layer, explain, layer_path
     from convnet.runs.job import prepare_folder
     if args.method not in EXPLAIN_METHODS:
         raise unknown_name("explanation method", args.method, EXPLAIN_METHODS, argument="--method")
     method = EXPLAIN_METHODS[args.method]
     if args.layer is not None and method != "grad_cam":
         raise UsageError(f"--layer applies to --method gradcam only. Received: --method {args.method}")
-    model = load_model_file(args.model, args.device)
-    classes = (model.output_shape or (0,))[-1]  # a loaded model is built: never the (0,)
+    model = check_model(load_model_file(args.model, args.device))
+    classes = check_classifier(model, "explain")
     if args.class_index is not None and not 0 <= args.class_index < classes:
         raise ValueError(f"--class-index must be in [0, {classes - 1}] ({model.name} has {classes} classes). "
                          f"Received: {args.class_index}")
     image = CommandImage(path=args.image)
     pixels, note = model_input(model, image)
-    options = {"layer": args.layer or default_cam_layer(model).name} if method == "grad_cam" else {}
+    options = {"layer": args.layer or layer_path(model, default_cam_layer(model))} if method == "grad_cam" else {}
     result = explain(model, pixels, method=method, class_index=args.class_index, **options)
     probabilities = model.predict(pixels[None], verbose=0)[0]  # (classes,)
     top = int(probabilities.argmax())
@@ -239,7 +245,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     complete_with(maps.add_argument("--sample", action="append", metavar="NAME",
                                     help="a sample photo, china.jpg or flower.jpg; repeat for both"), "sample")
     complete_with(maps.add_argument("--model", help="a .convnet file whose layers' maps to show"), "file")
-    maps.add_argument("--layer", help="with --model: one layer (default: every Conv2D layer)")
+    maps.add_argument("--layer", help="with --model: one layer, nested/layer inside a nested model (default: every "
+                      "Conv2D layer)")
     maps.add_argument("--max-maps", type=int, metavar="N", help="with --model: maps shown per layer (default: 64)")
     complete_with(maps.add_argument("--out", default="featuremaps", metavar="DIR",
                                     help="output folder (default: ./featuremaps)"), "dir")
@@ -247,8 +254,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     maps.set_defaults(run=_cmd_featuremaps)
 
     filters = commands.add_parser("filters", help="a Conv2D layer's kernels as a PNG")
-    filters.add_argument("model", metavar="MODEL", help="a .convnet file")
-    filters.add_argument("--layer", help="a Conv2D layer (default: the first)")
+    filters.add_argument("model", metavar="MODEL", help="a .convnet file (a Sequential or a functional model)")
+    filters.add_argument("--layer", help="a Conv2D layer, nested/layer inside a nested model (default: the first)")
     filters.add_argument("--max-filters", type=int, metavar="N", help="filters shown (default: 64, or 16 rows "
                          "of per-channel slices for a layer reading several channels)")
     complete_with(filters.add_argument("--out", default="filters", metavar="DIR",
@@ -260,13 +267,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "explain", help="why the model chose its class, as an overlay PNG",
         description="Print the predicted class and its probability and save a map of the pixels that drove "
                     "the decision, over the image.")
-    explain.add_argument("model", metavar="MODEL", help="a .convnet file")
+    explain.add_argument("model", metavar="MODEL", help="a .convnet file (a Sequential or a functional model)")
     explain.add_argument("image", metavar="IMAGE", help="a PNG, JPEG or other image file")
     complete_with(explain.add_argument("--method", default="gradcam",
                                        help=f"{', '.join(EXPLAIN_METHODS)} (default: gradcam)"), list(EXPLAIN_METHODS))
     explain.add_argument("--class-index", type=int, metavar="K",
                          help="the class to explain (default: the predicted one)")
-    explain.add_argument("--layer", help="with gradcam: the layer (default: the last Conv2D with maps over 1x1)")
+    explain.add_argument("--layer", help="with gradcam: the layer, nested/layer inside a nested model (default: the "
+                         "last Conv2D with maps over 1x1)")
     complete_with(explain.add_argument("--out", default="explanations", metavar="DIR",
                                        help="output folder (default: ./explanations)"), "dir")
     complete_with(explain.add_argument("--device", default="auto"), "device")
