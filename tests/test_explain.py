@@ -394,7 +394,7 @@ def test_bad_image_types(trained):
     (lambda m, x: explain.occlusion(m, x, batch_size=0), ValueError, r"`batch_size` must be >= 1"),
     (lambda m, x: explain.occlusion(m, x, baseline="black"), TypeError, r"`baseline` must be a number"),
     (lambda m, x: explain.saliency("model", x), TypeError,
-     r"`model` must be a convnet Sequential model. Received: model='model' \(type str\)"),
+     r"`model` must be a convnet model \(a Sequential or a functional Model\). Received: model='model' \(type str\)"),
     (lambda m, x: explain.top_activations(m, "conv2d", 8, x[None], k=1), ValueError,
      r"`filter_index` must be <= 7. Received: filter_index=8"),
     (lambda m, x: explain.top_activations(m, "conv2d", 0, x[None], k=2), ValueError,

@@ -200,7 +200,7 @@ def test_an_export_that_disagrees_with_predict_fails_loudly(tmp_path, monkeypatc
     with pytest.raises(ExportError, match=r"the export of Model 'residual' disagrees with predict: largest difference "
                                           r"[0-9.e-]+ \(tolerance 0.0001\) on random images, batch 1"):
         verify(model, str(tmp_path / "model.pt2"))
-    monkeypatch.setattr("convnet.export.formats.write_program",
+    monkeypatch.setattr("convnet.export.api.write_program",
                         lambda model, path: open(path, "wb").write(b"broken"))
     with pytest.raises(ValueError, match=r"not a readable torch.export program"):
         model.export(tmp_path / "broken.pt2", check=True)

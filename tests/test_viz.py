@@ -191,7 +191,7 @@ def test_feature_maps_convert_image_with_notice():
     (lambda m, x: viz.plot_feature_maps(np.zeros((1, 5, 5, 2)), x), ValueError,
      r"plot_feature_maps: pass `image` only with a model"),
     (lambda m, x: viz.plot_feature_maps(np.zeros((2, 5, 5, 2))), ValueError,
-     r"`model_or_maps` must be a Sequential model or the maps of one image, \(1, H, W, C\) or \(H, W, C\). Received "
+     r"`model_or_maps` must be a convnet model or the maps of one image, \(1, H, W, C\) or \(H, W, C\). Received "
      r"shape \(2, 5, 5, 2\); pick one image with maps\[i:i \+ 1\]"),
     (lambda m, x: viz.plot_feature_maps(np.zeros((5, 5))), ValueError,
      r"Received shape \(5, 5\); add a channel axis with maps\[:, :, None\]"),
@@ -252,7 +252,8 @@ def test_filters_deeper_layer_grid():
     (lambda m: viz.plot_filters(m, max_channels=257), ValueError, r"`max_channels` must be <= 256"),
     (lambda m: viz.plot_filters(models.Sequential([L.Input(shape=(4,)), L.Dense(2)], name="mlp")), ValueError,
      r"plot_filters: mlp has no Conv2D layer"),
-    (lambda m: viz.plot_filters(np.zeros((3, 3, 1, 2))), TypeError, r"`model` must be a convnet Sequential model"),
+    (lambda m: viz.plot_filters(np.zeros((3, 3, 1, 2))), TypeError,
+     r"`model` must be a convnet model \(a Sequential or a functional Model\)"),
 ])
 def test_filters_bad_input(call, error, message):
     with pytest.raises(error, match=message):

@@ -1,6 +1,7 @@
 """Exporting models: ONNX and torch.export programs, verified against `predict` (`formats`, `verify`), and
 running the exported files (`runtime`)."""
-from convnet.export.formats import ExportError, check_exportable, export, resolve_format
+from convnet.export.api import export
+from convnet.export.formats import ExportError, check_exportable, resolve_format
 from convnet.export.runtime import ExportedModel
 from convnet.export.verify import verify
 

@@ -6,8 +6,8 @@ Why the dynamo exporter: it is the exporter PyTorch maintains (the TorchScript o
 writes opset 18 directly, and every layer convnet has exports through it exactly (tests/test_export.py
 checks each against `predict`, with ONNX Runtime's optimisations off and fully on).
 
-Files are written to a temporary name beside the target and renamed into place only when complete (and,
-with `check=True`, verified), so a failed export never leaves a half-written file behind.
+`api.export` writes through these functions to a temporary name and renames into place only when the file
+is complete (and, with `check=True`, verified).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from convnet._internal.checks import check_choice, check_int, describe
+from convnet._internal.checks import check_choice, check_int
 
 FORMATS = {".onnx": "onnx", ".pt2": "torch"}  # file extension -> format
 METADATA_KEY = "convnet"  # the ONNX metadata entry / the .pt2 extra file holding convnet's JSON
@@ -171,47 +170,3 @@ def require_export_extra(module: str) -> Any:
     except ImportError:
         raise ImportError(f"exporting to or running ONNX needs the {module!r} package: pip install "
                           f"\"convnet[export]\" (onnx, onnxruntime and onnxscript)") from None
-
-
-def export(model: Any, path: str | os.PathLike, format: str | None = None, opset: int = 18,
-           check: bool = False, tolerance: float = 1e-4) -> dict[str, Any]:
-    """Write `model` to `path` as ONNX or a torch.export program; with `check`, run the written file (ONNX
-    Runtime with its graph optimisations off and fully on, or `torch.export.load`) on random and real-looking
-    images and compare with `model.predict`.
-
-    Returns:
-        {"path", "format", "max_difference" (None without check), ...} describing what was written.
-
-    Raises:
-        ExportError: a layer without an export rule, a tracing failure, or (with check) a largest difference
-            above `tolerance`; nothing is left at `path`.
-        ValueError / TypeError: a bad argument (an unknown format, a path that is not a string).
-        ImportError: ONNX export without the `export` extra installed (the message says what to install).
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"`path` must be a file path. Received: path={describe(path)}")
-    target = os.fspath(path)
-    kind = resolve_format(target, format)
-    if not model.built:
-        raise ValueError(f"{model.label} is not built; give it an input shape before exporting")
-    folder = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(folder):
-        raise ValueError(f"cannot write {target!r}: the folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {target!r}: the folder {folder!r} is not writable")
-    handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=os.path.splitext(target)[1], dir=folder)
-    os.close(handle)
-    try:
-        if kind == "onnx":
-            write_onnx(model, temporary, opset)
-        else:
-            write_program(model, temporary)
-        report: dict[str, Any] = {"path": target, "format": kind, "max_difference": None}
-        if check:
-            from convnet.export.verify import verify
-            report.update(verify(model, temporary, tolerance=tolerance))
-        os.replace(temporary, target)
-        return report
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

@@ -37,7 +37,7 @@ from convnet import optimizers as optimizers_module
 from convnet._internal.checks import check_choice, check_str, describe, shape_str, unknown_name
 from convnet._internal.registry import Registry
 from convnet._internal.table import binary_bytes, box_table, si
-from convnet.export.formats import export as export_model
+from convnet.export.api import export as export_model
 from convnet.layers import InputLayer
 from convnet.layers.node import Node, SymbolicTensor, flatten_tensors, is_symbolic, symbolic_call
 from convnet.models.saving import load_weights, save_model, save_weights
