@@ -567,6 +567,15 @@ def test_backup_and_restore_writes_every_save_freq_steps_and_can_keep_its_folder
     assert checkpoint.exists(str(tmp_path / "b"))
 
 
+def test_a_backup_of_a_weighted_run_refuses_other_weights(tmp_path):
+    x, y = data()
+    backup = callbacks.BackupAndRestore(tmp_path / "b", delete_checkpoint=False)
+    loop.fit(sgd_model(), x, y, epochs=1, class_weight={0: 2.0}, callbacks=[backup], verbose=0)
+    with pytest.raises(ValueError, match=r"cannot resume from .*: the sample_weight_sha256 differ from the run"):
+        loop.fit(sgd_model(), x, y, epochs=2, class_weight={0: 3.0}, callbacks=[backup], verbose=0)
+    loop.fit(sgd_model(), x, y, epochs=2, class_weight={0: 2.0}, callbacks=[backup], verbose=0)
+
+
 @pytest.mark.parametrize("arguments, message", [
     ({"callbacks": [callbacks.BackupAndRestore("a"), callbacks.BackupAndRestore("b")]},
      r"`callbacks` holds 2 BackupAndRestore callbacks; a fit backs up to one folder"),
@@ -578,3 +587,48 @@ def test_backup_and_restore_with_another_folder_is_refused(arguments, message, t
     x, y = data()
     with pytest.raises(ValueError, match=message):
         loop.fit(sgd_model(), x, y, verbose=0, **arguments)
+
+
+# -- on a GPU (-m gpu) ---------------------------------------------------------------------------------------
+
+def cuda_or_skip():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+
+
+@pytest.mark.gpu
+def test_terminate_on_nan_on_a_gpu_stops_at_the_bad_step_or_the_next_one():
+    """CudaFlags: pinned copies and events; the bad step is named, and at most one more step runs."""
+    cuda_or_skip()
+    x, y = poisoned(bad_step=3)
+    x, y = np.concatenate([x, x]), np.concatenate([y, y])
+    model = sgd_model()
+    model.compile(optimizer=optimizers.SGD(learning_rate=RATE), loss="sparse_categorical_crossentropy",
+                  device="cuda")
+    steps = []
+    guard = callbacks.TerminateOnNaN()
+    spy = callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: steps.append(model.optimizer.iterations))
+    loop.fit(model, x, y, batch_size=2, epochs=1, shuffle=False, callbacks=[guard, spy], verbose=0)
+    assert guard.stopped_at == (0, 3)
+    assert steps[0] in (4, 5)
+
+
+@pytest.mark.gpu
+def test_sample_weights_through_real_cuda_graphs_equal_eager_training():
+    cuda_or_skip()
+    x, y = data()
+    x, y = np.concatenate([x] * 8), np.concatenate([y] * 8)
+    weights = np.random.default_rng(5).uniform(0, 2, len(y))
+    results = []
+    for jit in ("graphs", "eager"):
+        model = sgd_model()
+        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], device="cuda", jit=jit)
+        convnet.utils.set_random_seed(3)
+        history = loop.fit(model, x, y, batch_size=16, epochs=3, sample_weight=weights, verbose=0)
+        results.append((model.get_weights(), history.history))
+    (graphed, graphed_history), (eager, eager_history) = results
+    for key in eager_history:
+        np.testing.assert_allclose(graphed_history[key], eager_history[key], rtol=1e-6)
+    for a, b in zip(graphed, eager):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

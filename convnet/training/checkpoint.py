@@ -48,13 +48,18 @@ class TrainingState:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def data_fingerprint(x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any]) -> dict[str, Any]:
-    """Shapes, a SHA-256 of the training arrays and the fit settings that must not change on resume."""
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A SHA-256 of the tensors' shapes, dtypes and values."""
     digest = hashlib.sha256()
-    for tensor in (x, y):
+    for tensor in tensors:
         digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return {"data_sha256": digest.hexdigest(), **settings}
+    return digest.hexdigest()
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any]) -> dict[str, Any]:
+    """Shapes, a SHA-256 of the training arrays and the fit settings that must not change on resume."""
+    return {"data_sha256": tensor_digest(x, y), **settings}
 
 
 def _numpy_state() -> tuple[Any, ...]:

@@ -3,7 +3,15 @@
 In-memory arrays are moved to the model's device once. Each step gathers a shuffled batch there, runs
 the engine's training step and adds the batch's loss and metric sums to one small accumulator tensor on
 the device. The host reads the accumulator only when the progress display is due, when a callback asks
-for batch logs, and at the end of each epoch: no host sync per step on a GPU.
+for batch logs, and at the end of each epoch: no host sync per step on a GPU. TerminateOnNaN's check
+keeps it that way: each step's "loss not finite" flag travels to pinned host memory behind the step and
+is read once the next step is launched (`_NanWatch`).
+
+Keras 3's rules (keras/src/trainers/, backend/torch/trainer.py, callbacks/) kept here: the schedule is read
+at the optimizer's iteration count, which goes on across fits; sample and class weights weigh the loss and
+the weighted metrics (`engine.Scores`); `validation_freq`; one partial batch when `batch_size` exceeds the
+data; the logs every callback gets, History's keys and evaluate's dict are sorted; BackupAndRestore is a
+checkpoint folder resumed from automatically.
 """
 from __future__ import annotations
 
@@ -256,9 +264,8 @@ class Trainer:
             settings = {"batch_size": batch_size, "shuffle": shuffle,
                         "validation_samples": 0 if validation is None else int(validation[0].shape[0])}
             self.state.fingerprint = checkpoint.data_fingerprint(x, y, settings)
-            if sample_weight is not None:  # a weighted run resumes with the same weights
-                self.state.fingerprint["sample_weight_sha256"] = checkpoint.data_fingerprint(
-                    sample_weight, sample_weight, {})["data_sha256"]
+            if sample_weight is not None:  # a weighted run (sample or class weights) resumes with the same weights
+                self.state.fingerprint["sample_weight_sha256"] = checkpoint.tensor_digest(sample_weight)
             self.state.fingerprint["cpu_threads"] = torch.get_num_threads()
             checkpoint.check_room(checkpoint_dir, model)
             if resume and checkpoint.exists(checkpoint_dir):
