@@ -368,3 +368,26 @@ def test_a_graph_trains_through_the_captured_step_as_eagerly(synthetic):
     captured.engine.release()
     for a, b in zip(captured.get_weights(), eager.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_lists_of_one_input_and_one_output_act_as_one_as_in_keras(synthetic):
+    images, labels = synthetic
+    inputs = convnet.Input(shape=(12, 12, 1))
+    outputs = layers.Dense(3, activation="softmax")(layers.Flatten()(inputs))
+    model = convnet.Model([inputs], [outputs])
+    assert model.predict(images[:4], verbose=0).shape == (4, 3)  # an array, not a list of one
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu")
+    assert len(model.fit(images, labels, epochs=1, verbose=0).history["loss"]) == 1
+
+
+def test_receptive_fields_pass_through_a_nested_model():
+    def stack():
+        return [layers.Conv2D(2, 3, padding="same"), layers.MaxPooling2D(2), layers.Conv2D(2, 3, padding="same")]
+    flat = models.Sequential([layers.Input(shape=(16, 16, 1)), *stack(), layers.Conv2D(2, 3)])
+    inner = models.Sequential([layers.Input(shape=(16, 16, 1)), *stack()], name="inner")
+    inputs = convnet.Input(shape=(16, 16, 1))
+    nested = convnet.Model(inputs, layers.Conv2D(2, 3, name="after")(inner(inputs)))
+    expected = flat.layer_table()[-1]
+    got = {row["name"]: row for row in nested.layer_table()}["after"]
+    assert (got["receptive_field"], got["jump"], got["start"]) == \
+        (expected["receptive_field"], expected["jump"], expected["start"])

@@ -95,8 +95,9 @@ class Model(torch.nn.Module):
                                 "inputs = convnet.Input(shape=...), outputs = layers called on them; for a stack of "
                                 "layers use convnet.Sequential([...])")
             self._set_graph(flatten_tensors(inputs, "inputs"), flatten_tensors(outputs, "outputs"))
-            self._single_input = not isinstance(inputs, (list, tuple))
-            self._single_output = not isinstance(outputs, (list, tuple))
+            # a list of one counts as one, as Keras: predict returns an array, fit takes an array
+            self._single_input = len(self._inputs) == 1
+            self._single_output = len(self._outputs) == 1
         self.eval()
 
     # -- the graph --------------------------------------------------------------------------------
@@ -535,6 +536,18 @@ class Model(torch.nn.Module):
 
     def _shows_connections(self) -> bool:
         return True
+
+    def geometry(self, input_shape: Any) -> Any:
+        """The whole model as one window, for receptive fields through a model used as a layer: per spatial
+        axis (field size, jump, padding before) such that its output's field is the model's own."""
+        if len(self._inputs) != 1 or len(self._outputs) != 1 or len(self._inputs[0].shape) != 4:
+            return None
+        operation = self._outputs[0].node.operation
+        row = next((row for row in self.layer_table() if row["name"] == operation.name), None)
+        if row is None or row["receptive_field"] is None:
+            return None
+        return tuple((size, jump, (size - 1) / 2 - start)
+                     for size, jump, start in zip(row["receptive_field"], row["jump"], row["start"]))
 
     # -- configuration and files --------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
