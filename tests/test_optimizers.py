@@ -439,3 +439,26 @@ def test_keras_fit_gives_the_same_weights(keras, name, hyper):
     for got, want in zip(model.get_weights(), keras_model.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(start, model.get_weights())), name  # it trained
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", ["adamw", "sgd", "nadam"])
+def test_keras_exclude_from_weight_decay_leaves_the_same_weights_undecayed(keras, name):
+    weights, grads = random_weights(dtype=np.float32), random_gradients(steps=6, dtype=np.float32)
+    names = ["kernel", "bias", "dense_kernel", "gamma"]
+    variables = [keras.Variable(w, name=n) for w, n in zip(weights, names)]
+    keras_optimizer = getattr(keras.optimizers, KERAS_CLASSES[name])(weight_decay=0.2)
+    keras_optimizer.exclude_from_weight_decay(var_list=[variables[3]], var_names=["bias"])
+    for step in grads:
+        keras_optimizer.apply(step, variables)
+    params = [torch.nn.Parameter(torch.tensor(w)) for w in weights]
+    description = type(optimizers.get(name))(weight_decay=0.2)
+    description.exclude_from_weight_decay(var_list=[params[3]], var_names=["bias"])
+    optimizer = description.build(params, names=names)
+    for step in grads:
+        for param, grad in zip(params, step):
+            param.grad = torch.tensor(grad)
+        optimizer.step()
+    for param, variable, start in zip(params, variables, weights):
+        np.testing.assert_allclose(param.detach().numpy() - start, keras.ops.convert_to_numpy(variable) - start,
+                                   rtol=1e-4, atol=1e-6)
