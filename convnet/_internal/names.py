@@ -5,7 +5,7 @@ from __future__ import annotations
 
 __all__ = ["MODELS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "EXPERIMENTS", "SAMPLE_IMAGES", "DEVICES", "NAMES"]
 
-MODELS = ("homl", "lenet5", "seed")  # convnet.zoo.list_models()
+MODELS = ("fast", "homl", "lenet5", "mobilenet", "resnet20", "seed")  # convnet.zoo.list_models()
 DATASETS = ("fashion-mnist", "mnist", "shapes")  # convnet.datasets.list_datasets()
 OPTIMIZERS = ("adagrad", "adam", "adamax", "adamw", "nadam", "rmsprop", "sgd")  # convnet.optimizers.list_optimizers()
 SCHEDULES = ("constant", "cosine", "onecycle", "step")  # convnet.schedules.list_schedules()

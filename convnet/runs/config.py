@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "AUGMENTATIONS", "PRECISIONS", "RECIPES", "CONFIG_FILE", "load_config"]
+__all__ = ["TrainConfig", "AUGMENTATIONS", "PRECISIONS", "RECIPES", "MODEL_RECIPES", "CONFIG_FILE", "load_config"]
 
 
 def _option(default: Any, help: str, choices: Sequence[str] = (), complete: str | None = None) -> Any:
@@ -35,6 +35,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fast": {"batch_size": 256, "optimizer": "nadam", "lr": 0.002, "schedule": "onecycle", "label_smoothing": 0.1,
              "augment": "flip-shift", "epochs": 15, "precision": "auto"},
 }
+# the recipe a model preset trains with when no --recipe is given (its settings still yield to explicit options)
+MODEL_RECIPES = {"fast": "fast"}
 CONFIG_FILE = "config.json"
 
 
@@ -42,7 +44,8 @@ CONFIG_FILE = "config.json"
 class TrainConfig:
     """Everything `convnet train` needs; the CLI's flags are generated from these fields and their help."""
 
-    model: str = _option("seed", "model preset: seed (the seed's CNN), homl (the book's), lenet5", complete="model")
+    model: str = _option("seed", "model preset: seed (the seed's CNN), homl (the book's), lenet5, resnet20, mobilenet "
+                                 "or fast (trained with --recipe fast unless another recipe is given)", complete="model")
     dataset: str = _option("fashion-mnist", "dataset: fashion-mnist, mnist or shapes (synthetic: 12000 training "
                                             "and 2000 test images, drawn on the fly)", complete="dataset")
     epochs: int = _option(10, "passes over the training images")
@@ -124,14 +127,22 @@ class TrainConfig:
 
     def with_recipe(self, keep: Collection[str] = ()) -> TrainConfig:
         """A copy with the recipe's settings applied, except the fields named in `keep` (the options a user
-        gave explicitly). `train` does not apply recipes itself: resolve them first."""
-        if self.recipe is None:
+        gave explicitly). Without a recipe, the model's own (MODEL_RECIPES: `fast` trains with "fast"), which
+        the copy then names. `train` does not apply recipes itself: resolve them first.
+
+            >>> TrainConfig(model="fast").with_recipe().recipe
+            'fast'
+        """
+        recipe_name = self.recipe
+        if recipe_name is None and isinstance(self.model, str):
+            recipe_name = MODEL_RECIPES.get(self.model.lower())
+        if recipe_name is None:
             return self
-        recipe = self.recipe.lower() if isinstance(self.recipe, str) else None  # case-insensitive, as validate
+        recipe = recipe_name.lower() if isinstance(recipe_name, str) else None  # case-insensitive, as validate
         if recipe is None or recipe not in RECIPES:
             from convnet._internal.checks import check_choice
-            check_choice("recipe", self.recipe, tuple(RECIPES))  # raises, with close matches
-        settings = RECIPES[recipe]
+            check_choice("recipe", recipe_name, tuple(RECIPES))  # raises, with close matches
+        settings = {"recipe": recipe, **RECIPES[recipe]}
         return dataclasses.replace(self, **{k: v for k, v in settings.items() if k not in keep})
 
 

@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -95,10 +96,11 @@ def environment() -> dict[str, Any]:
             "cpu_threads": torch.get_num_threads(), "cuda_device": device}
 
 
-def train(config: TrainConfig, resume: bool = False) -> RunResult:
+def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbacks_module.Callback] = ()) -> RunResult:
     """Run `convnet train`: load and split the data, build and train the model, evaluate on the test
     set and write the run folder. Checkpoints go to `<run>/checkpoints` at the end of every epoch (and every
-    `checkpoint_minutes` within one); with `resume`, training continues from the last one.
+    `checkpoint_minutes` within one); with `resume`, training continues from the last one. `callbacks` are
+    added to the run's own (a CSV logger and a NaN guard), after them.
 
     Raises:
         ValueError: bad settings, an unwritable folder or a full disk, before any training starts.
@@ -116,8 +118,8 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     set_random_seed(config.seed)
     x_train, y_train, x_val, y_val, x_test, y_test = load_split(config)
     dataset = get_dataset(config.dataset)
-    model = zoo.get_model(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                          augmentation=augmentation_layers(config.augment, dataset.input_shape[:2]))
+    model = zoo.get(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                    augmentation=augmentation_layers(config.augment, dataset.input_shape[:2]))
     model.metadata = {"dataset": config.dataset, "class_names": list(dataset.class_names),
                       "preprocessing": {"scale": 1 / 255}}
     # the optimizer's Keras default learning rate: a number, never a schedule
@@ -127,11 +129,11 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
                   metrics=["accuracy"], device=config.device, precision=config.precision)
     csv_path = os.path.join(folder, "history.csv")
     nan_guard = callbacks_module.TerminateOnNaN()
-    callbacks = [callbacks_module.CSVLogger(csv_path, append=resume), nan_guard]
+    run_callbacks = [callbacks_module.CSVLogger(csv_path, append=resume), nan_guard, *callbacks]
     validation = (x_val, y_val) if len(x_val) else None
     started = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
-                        validation_data=validation, callbacks=callbacks, verbose=config.verbose,
+                        validation_data=validation, callbacks=run_callbacks, verbose=config.verbose,
                         checkpoint_dir=os.path.join(folder, CHECKPOINTS), resume=resume,
                         checkpoint_interval=config.checkpoint_minutes * 60)
     train_seconds = time.perf_counter() - started
