@@ -630,6 +630,16 @@ def iterations(optimizer: torch.optim.Optimizer) -> int:
     return max((int(float(count)) for count in counts), default=0)
 
 
+def set_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Write the learning rate into every param group of a torch optimizer; a rate held as a tensor (which a
+    captured CUDA graph reads) is filled in place."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(float(value))
+        else:
+            group["lr"] = float(value)
+
+
 def list_optimizers(pattern: str = "*") -> list[str]:
     """The optimizer names `get` accepts, matching a shell-style pattern ("adam*")."""
     return _REGISTRY.names(pattern)

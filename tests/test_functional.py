@@ -391,3 +391,28 @@ def test_receptive_fields_pass_through_a_nested_model():
     got = {row["name"]: row for row in nested.layer_table()}["after"]
     assert (got["receptive_field"], got["jump"], got["start"]) == \
         (expected["receptive_field"], expected["jump"], expected["start"])
+
+
+def test_accuracy_is_resolved_from_the_shapes_when_fit_sees_the_data():
+    """Keras 3: multi-label binary cross-entropy over 4 units reports categorical accuracy, while the loss
+    alone would say binary."""
+    x = rand(16, 5)
+    y = (rand(16, 4, seed=1) > 0).astype(np.float32)
+    inputs = convnet.Input(shape=(5,))
+    model = convnet.Model(inputs, layers.Dense(4, activation="sigmoid")(inputs))
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"], device="cpu")
+    assert type(model.metrics[0]).__name__ == "BinaryAccuracy"  # from the loss, before any data
+    model.fit(x, y, epochs=1, verbose=0)
+    assert type(model.metrics[0]).__name__ == "CategoricalAccuracy" and model.metrics[0].name == "accuracy"
+
+
+def test_a_scheduled_learning_rate_cannot_be_set_by_hand_as_in_keras():
+    inputs = convnet.Input(shape=(3,))
+    model = convnet.Model(inputs, layers.Dense(2)(inputs))
+    model.compile(optimizer=convnet.optimizers.SGD(convnet.schedules.ExponentialDecay(0.1, 10, 0.5)), loss="mse",
+                  device="cpu")
+    with pytest.raises(TypeError, match=r"the optimizer's learning rate follows the schedule ExponentialDecay, so it "
+                                        r"cannot be set"):
+        model.learning_rate = 0.01
+    model.fit(rand(8, 3), rand(8, 2), epochs=1, batch_size=4, verbose=0)  # fit itself steps the schedule
+    assert model.learning_rate == pytest.approx(0.1 * 0.5 ** (1 / 10))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convnet import layers, losses, metrics, optimizers, regularizers, schedules
+from convnet import layers, losses, optimizers, regularizers, schedules
 from convnet.models import Sequential
 from convnet.training import loop
 
@@ -35,9 +35,8 @@ def models(keras, optimizer, keras_optimizer, weighted_metrics=None):
     model.set_weights(keras_model.get_weights())
     keras_model.compile(optimizer=keras_optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                         weighted_metrics=weighted_metrics)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"], device="cpu")
-    if weighted_metrics:
-        model.weighted_metrics = [metrics.get(name, model.loss) for name in weighted_metrics]
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  weighted_metrics=weighted_metrics, device="cpu")
     return keras_model, model
 
 

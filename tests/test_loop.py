@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import convnet
-from convnet import callbacks, layers, losses, metrics, optimizers, regularizers, schedules
+from convnet import callbacks, layers, losses, optimizers, regularizers, schedules
 from convnet.training import checkpoint, graphs, loop
 
 KERAS_WARNING = ("`sparse_categorical_crossentropy` received `from_logits=True`, but the `output` argument was "
@@ -265,11 +265,10 @@ def test_evaluate_and_validation_weigh_the_loss_with_their_own_weights():
 
 def test_weighted_metrics_divide_by_the_weights_and_take_keras_names():
     """Keras's `weighted_metrics` (compile_utils): sum(w * value) / sum(w), named "weighted_<name>" when a
-    metric already has the name. (Set by hand here until compile takes `weighted_metrics=`.)"""
+    metric already has the name."""
     x, y = data()
     weights = np.linspace(0.0, 2.0, len(y))
-    model = sgd_model(learning_rate=1e-12)
-    model.weighted_metrics = [metrics.get("accuracy", model.loss)]
+    model = sgd_model(learning_rate=1e-12, weighted_metrics=["accuracy"])
     kernel, bias = model.get_weights()
     correct = softmax(x.reshape(len(x), -1) @ kernel + bias).argmax(-1) == y
     result = loop.evaluate(model, x, y, sample_weight=weights, batch_size=3, verbose=0, return_dict=True)

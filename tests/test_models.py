@@ -158,7 +158,7 @@ def test_evaluate_returns_keras_forms(synthetic):
     loss_and_accuracy = model.evaluate(images, labels, verbose=0)
     assert isinstance(loss_and_accuracy, list) and len(loss_and_accuracy) == 2
     as_dict = model.evaluate(images, labels, verbose=0, return_dict=True)
-    assert list(as_dict) == ["loss", "accuracy"]
+    assert list(as_dict) == ["accuracy", "loss"]  # sorted, as Keras 3 (the list keeps compile's order)
     only_loss = compiled(metrics=[]).evaluate(images, labels, verbose=0)
     assert isinstance(only_loss, float)
 
@@ -278,7 +278,6 @@ def test_a_torch_optimizer_can_be_given_directly(synthetic):
     (lambda m, x, y: m.fit(x[..., :1, :], y, verbose=0), ValueError,
      r"has shape \(600, 12, 1, 1\) but the model expects \(None, 12, 12, 1\)"),
     (lambda m, x, y: m.fit(x, y, batch_size=0, verbose=0), ValueError, "`batch_size` must be >= 1"),
-    (lambda m, x, y: m.fit(x, y, batch_size=601, verbose=0), ValueError, r"`batch_size` \(=601\) is larger than"),
     (lambda m, x, y: m.fit(x, y, epochs=0, verbose=0), ValueError, "`epochs` must be >= 1"),
     (lambda m, x, y: m.fit(x, y, validation_split=1.0, verbose=0), ValueError, "`validation_split` must be < 1"),
     (lambda m, x, y: m.fit(x, y, validation_data=(x,), verbose=0), ValueError, r"tuple \(x_val, y_val\)"),
@@ -388,7 +387,8 @@ def test_progress_lines_look_like_keras(synthetic, capsys):
     compiled().fit(images, labels, epochs=2, batch_size=100, validation_split=0.5, verbose=2)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Epoch 1/2"
-    assert out[1].startswith("3/3 - ") and "/step - loss: " in out[1] and " - val_accuracy: " in out[1]
+    assert out[1].startswith("3/3 - ") and "/step - accuracy: " in out[1] and " - loss: " in out[1]
+    assert out[1].index(" - loss: ") < out[1].index(" - val_accuracy: ") < out[1].index(" - val_loss: ")
     assert out[2] == "Epoch 2/2"
 
 

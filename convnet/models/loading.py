@@ -39,7 +39,8 @@ def load_model(filepath: str | os.PathLike, device: Any = "auto", compile: bool 
     if compile and compile_config:
         try:
             model.compile(optimizer=compile_config["optimizer"], loss=compile_config["loss"],
-                          metrics=compile_config["metrics"], device=device)
+                          metrics=compile_config["metrics"],
+                          weighted_metrics=compile_config.get("weighted_metrics"), device=device)
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: invalid training configuration: {error}") from None
     else:

@@ -77,6 +77,8 @@ class Model(torch.nn.Module):
         self.optimizer_: torch.optim.Optimizer | None = None
         self.loss: losses_module.Loss | None = None
         self.metrics: list[metrics_module.Metric] = []
+        self.weighted_metrics: list[metrics_module.Metric] = []
+        self._metric_specs: tuple[list[Any], list[Any]] = ([], [])  # compile's arguments, for resolve_metrics
         self.stop_training = False
         self.history: History | None = None
         self.metadata: dict[str, Any] = {}  # free-form JSON saved with the model (class names, preprocessing)
@@ -291,7 +293,8 @@ class Model(torch.nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Sequence[Any] | None = None,
-                device: Any = "auto", precision: str = "float32", jit: str = "auto") -> None:
+                weighted_metrics: Sequence[Any] | None = None, device: Any = "auto", precision: str = "float32",
+                jit: str = "auto") -> None:
         """Configure training, as Keras.
 
         Args:
@@ -299,7 +302,8 @@ class Model(torch.nn.Module):
                 torch.optim optimizer already bound to `model.parameters()`.
             loss: a name ("sparse_categorical_crossentropy", "categorical_crossentropy", ...), a
                 `convnet.losses` object or a function (y_true, y_pred).
-            metrics: names such as ["accuracy"], or Metric objects.
+            metrics: names such as ["accuracy"], or Metric objects (not weighted by sample weights, as Keras).
+            weighted_metrics: metrics weighted by `fit`'s and `evaluate`'s sample or class weights.
             device: "auto" (CUDA if present, else CPU), "cpu", "cuda" or a torch.device; the model moves there.
             precision: "float32" (the default, as Keras and the seed compute), "bfloat16" (autocast; refused
                 where bf16 would be an emulated slow path) or "auto" (bfloat16 where the device computes it
@@ -310,11 +314,13 @@ class Model(torch.nn.Module):
         if loss is None:
             raise ValueError("compile: `loss` is required, e.g. loss='sparse_categorical_crossentropy'")
         self.loss = losses_module.get(loss)
-        if metrics is None:
-            metrics = []
-        if isinstance(metrics, (str, metrics_module.Metric)) or not isinstance(metrics, (list, tuple)):
-            raise TypeError(f"`metrics` must be a list, e.g. ['accuracy']. Received: metrics={describe(metrics)}")
-        self.metrics = [metrics_module.get(m, self.loss) for m in metrics]
+        reduction = getattr(self.loss, "reduction", "sum_over_batch_size")
+        if reduction in ("none", None):
+            raise ValueError(f"compile: a loss with reduction={reduction!r} gives one value per sample; training needs "
+                             f"one per batch: use 'sum_over_batch_size' (the default), 'sum' or 'mean'")
+        self._metric_specs = (_metric_list("metrics", metrics), _metric_list("weighted_metrics", weighted_metrics))
+        self.metrics = [metrics_module.get(m, self.loss) for m in self._metric_specs[0]]
+        self.weighted_metrics = [metrics_module.get(m, self.loss) for m in self._metric_specs[1]]
         self.to(resolve_device(device))
         resolve_precision(precision, self.device)  # refuse an unsupported precision now
         self.precision = precision
@@ -328,13 +334,36 @@ class Model(torch.nn.Module):
             self.optimizer_ = None
         self._rebuild_optimizer()  # a new loss, precision or jit needs a new engine too, even with the same optimizer
 
+    def resolve_metrics(self, y_shape: Sequence[int]) -> None:
+        """Resolve "accuracy" as Keras 3 does once the data is seen: from the shapes of the labels (`y_shape`,
+        with the batch axis) and of the output (binary for one unit, sparse for labels with one axis fewer,
+        else categorical); `fit` and `evaluate` call it. Compile resolved it from the loss until then."""
+        output = self.output_shape
+        if output is None or isinstance(output, list):
+            return
+        pred_shape = (y_shape[0], *output)
+        for attribute, specs in zip(("metrics", "weighted_metrics"), self._metric_specs):
+            if len(specs) != len(getattr(self, attribute)):  # changed by hand since compile: leave them
+                continue
+            resolved = [metrics_module.get(m, self.loss, y_true_shape=tuple(y_shape), y_pred_shape=pred_shape)
+                        if isinstance(m, str) and m.lower() in metrics_module.ACCURACY_NAMES else current
+                        for m, current in zip(specs, getattr(self, attribute))]
+            if [type(m) for m in resolved] != [type(m) for m in getattr(self, attribute)]:
+                setattr(self, attribute, resolved)
+                if self._engine is not None:  # a new engine (a captured step holds the old metrics); same optimizer
+                    self._engine.release()
+                    self._engine = None
+
     def _rebuild_optimizer(self) -> None:
         """A new engine (loss fusion, precision, CUDA graph) and, from `self.optimizer`, a new torch optimizer."""
         if self._engine is not None:  # its CUDA graph gives the optimizer back its eager form
             self._engine.release()
         self._engine = None
         if self.optimizer is not None and self.built:
-            self.optimizer_ = self.optimizer.build([p for p in self.parameters() if p.requires_grad])
+            params = [p for p in self.parameters() if p.requires_grad]
+            names = {id(t): n for layer in self.layers for n, t in zip(layer.weight_names(), layer.weights)}
+            # Keras's short weight names ("kernel", "bias"), for exclude_from_weight_decay(var_names=...)
+            self.optimizer_ = self.optimizer.build(params, names=[names.get(id(p), "").split("/")[-1] for p in params])
 
     @property
     def engine(self) -> Engine:
@@ -366,11 +395,11 @@ class Model(torch.nn.Module):
     def learning_rate(self, value: float) -> None:
         if self.optimizer_ is None:
             raise ValueError("the model has no optimizer yet; call compile() and build the model first")
-        for group in self.optimizer_.param_groups:
-            if isinstance(group["lr"], torch.Tensor):  # a captured CUDA graph reads this tensor
-                group["lr"].fill_(float(value))
-            else:
-                group["lr"] = float(value)
+        if self.optimizer is not None and self.optimizer.schedule is not None:
+            raise TypeError(f"the optimizer's learning rate follows the schedule "
+                            f"{type(self.optimizer.schedule).__name__}, so it cannot be set (as in Keras); compile "
+                            f"with a float learning rate to set it by hand or from a callback")
+        optimizers_module.set_rate(self.optimizer_, value)
 
     def _require_one_input_output(self, what: str) -> None:
         if len(self._inputs) > 1 or len(self._outputs) > 1:
@@ -380,12 +409,15 @@ class Model(torch.nn.Module):
 
     def fit(self, x: Any, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: int | str = "auto", callbacks: Sequence[Any] | None = None, validation_split: float = 0.0,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, initial_epoch: int = 0,
+            validation_data: tuple[Any, ...] | None = None, shuffle: bool = True, class_weight: Any = None,
+            sample_weight: Any = None, initial_epoch: int = 0, validation_freq: Any = 1,
             checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
             checkpoint_interval: float = 600.0):
         """Train for `epochs` epochs on in-memory arrays, as Keras; returns a History whose `.history` holds
-        loss, metrics and their val_ versions per epoch. `validation_split` holds out the *last* fraction of
-        the samples (before shuffling), as Keras.
+        loss, metrics and their val_ versions per epoch (keys sorted, as Keras 3). `validation_split` holds
+        out the *last* fraction of the samples (before shuffling), as Keras. `sample_weight` (one per sample)
+        or `class_weight` ({class: weight}) weigh the loss and the `weighted_metrics`; `validation_freq`
+        (an int, or the epochs to validate after) as Keras. Learning-rate schedules continue across calls.
 
         With `checkpoint_dir`, a checkpoint (weights, optimizer state, epoch and step, random generators,
         history) is written atomically at the end of every epoch and every `checkpoint_interval` seconds
@@ -396,16 +428,17 @@ class Model(torch.nn.Module):
         self._require_one_input_output("fit")
         return training.fit(cast(Any, self), x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                             callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
-                            shuffle=shuffle, initial_epoch=initial_epoch, checkpoint_dir=checkpoint_dir,
-                            resume=resume, checkpoint_interval=checkpoint_interval)
+                            shuffle=shuffle, class_weight=class_weight, sample_weight=sample_weight,
+                            initial_epoch=initial_epoch, validation_freq=validation_freq,
+                            checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
-                 return_dict: bool = False, tta: Any = None):
-        """Loss and metrics on (x, y): the loss alone, [loss, metric, ...], or a dict with return_dict=True.
-        `tta` as in `predict`."""
+                 sample_weight: Any = None, return_dict: bool = False, tta: Any = None):
+        """Loss and metrics on (x, y): the loss alone, [loss, metric, ...] in compile's order, or a dict with
+        sorted keys with return_dict=True, as Keras 3. `sample_weight` as in `fit`; `tta` as in `predict`."""
         self._require_one_input_output("evaluate")
         return training.evaluate(cast(Any, self), x, y, batch_size=batch_size, verbose=verbose,
-                                 return_dict=return_dict, tta=tta)
+                                 return_dict=return_dict, tta=tta, sample_weight=sample_weight)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto",
                 tta: Any = None) -> Any:
@@ -592,7 +625,8 @@ class Model(torch.nn.Module):
         if self.loss is None or isinstance(self.loss, losses_module.LossFunction) or self.optimizer is None:
             return None
         return {"optimizer": optimizers_module.serialize(self.optimizer), "loss": losses_module.serialize(self.loss),
-                "metrics": [metric.name for metric in self.metrics]}
+                "metrics": [metric.name for metric in self.metrics],
+                "weighted_metrics": [metric.name for metric in self.weighted_metrics]}
 
     def save(self, filepath: str | os.PathLike) -> None:
         """Save architecture, weights and training configuration to one `.convnet` file (safetensors with a
@@ -622,6 +656,14 @@ class Model(torch.nn.Module):
 
 
 MODEL_CLASSES.register("Functional", Model)
+
+
+def _metric_list(argument: str, metrics: Any) -> list[Any]:
+    if metrics is None:
+        return []
+    if isinstance(metrics, (str, metrics_module.Metric)) or not isinstance(metrics, (list, tuple)):
+        raise TypeError(f"`{argument}` must be a list, e.g. ['accuracy']. Received: {argument}={describe(metrics)}")
+    return list(metrics)
 
 
 def sample_shape(model: Any) -> tuple | None:

@@ -25,7 +25,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from convnet._internal.checks import check_bool, check_float, check_int, describ
 from convnet.augment import apply_variant, tta_variants
 from convnet.callbacks import BackupAndRestore, Callback, History, TerminateOnNaN
 from convnet.losses import check_from_logits, from_probabilities, to_probabilities
+from convnet.optimizers import set_rate
 from convnet.training import checkpoint
 from convnet.training.engine import Engine, Scores, batch_loss, batch_sums, loss_sum
 from convnet.training.inputs import (
@@ -418,7 +419,7 @@ class Trainer:
         index = (slice(start, start + self.batch_size) if state.order is None
                  else state.order[start:start + self.batch_size])
         if self.schedule is not None:  # Keras: the schedule at optimizer.iterations, the steps taken so far
-            self.model.learning_rate = self.schedule(state.global_step)
+            set_rate(cast(torch.optim.Optimizer, self.model.optimizer_), self.schedule(state.global_step))
         weights = None if self.sample_weight is None else self.sample_weight[index]
         sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size,
                                       sample_weight=weights)
@@ -530,6 +531,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     if model.optimizer_ is None:
         raise ValueError("fit: the model has no trainable weights")
     y_t = as_targets(model, y, x_t.shape[0])
+    model.resolve_metrics(tuple(y_t.shape))  # "accuracy" from the shapes, as Keras 3
     w_t = None if sample_weight is None else as_sample_weights(sample_weight, x_t.shape[0])
     validation: Validation | None = None
     if validation_data is not None:
@@ -664,6 +666,7 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     if not model.built:
         model.build(tuple(x_t.shape[1:]))
     y_t = as_targets(model, y, x_t.shape[0])
+    model.resolve_metrics(tuple(y_t.shape))  # "accuracy" from the shapes, as Keras 3
     w_t = None if sample_weight is None else as_sample_weights(sample_weight, x_t.shape[0])
     device = model.device
     progbar = Progbar(math.ceil(x_t.shape[0] / batch_size), verbose)
