@@ -3,7 +3,8 @@ scikit-learn (`load_sample_image`).
 
 `load_image` runs in steps, each a function below: open the source (path, bytes or file object), open
 the image with Pillow and refuse decompression bombs before decoding, decode it whole (and check a PNG's
-integrity, png.py), convert its mode to 8-bit grayscale or RGB, then convert channels and resize.
+integrity, png.py), bring its mode to grayscale, RGB or either with alpha (`read_pixels` stops here),
+composite alpha onto black, then convert channels and resize.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 import numpy as np
 
-from convnet._internal.checks import check_int, describe, int_tuple
+from convnet._internal.checks import check_bool, check_int, describe, int_tuple
 from convnet._internal.registry import Registry
 from convnet.datasets.png import check_png
 from convnet.datasets.streams import seekable
@@ -25,7 +26,7 @@ from convnet.datasets.streams import seekable
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["DEFAULT_MAX_PIXELS", "load_image", "load_sample_image", "list_sample_images"]
+__all__ = ["DEFAULT_MAX_PIXELS", "load_image", "read_pixels", "load_sample_image", "list_sample_images"]
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 
@@ -108,14 +109,55 @@ def load_image(source: ImageSource, size: int | Sequence[int] | None = None, cha
         ((4, 8, 3), dtype('uint8'), [128, 0, 0])
     """
     size, channels, max_pixels = _check_options(size, channels, max_pixels)
+    pixels, _ = read_pixels(source, max_pixels=max_pixels)  # (H, W, 1 to 4), uint8 or uint16
+    return _shape(_over_black(pixels), size, channels)
+
+
+def read_pixels(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, upright: bool = True,
+                draft: str | None = None) -> tuple[np.ndarray, str]:
+    """`load_image`'s safety steps, then the pixels in the image's own layout: nothing composited, mixed
+    or resized, so that a caller can apply another library's conversion rules (datasets/local/decoding.py
+    applies TensorFlow's).
+
+    Palette images become RGB, or RGBA when they have a transparent colour; 1-bit images become 0 and 255;
+    CMYK and YCbCr become RGB (Pillow's conversions).
+
+    Args:
+        source: as `load_image`.
+        max_pixels: as `load_image`.
+        upright: apply a photo's EXIF orientation (TensorFlow's decoders do not).
+        draft: "L" asks a JPEG decoder for its luma plane directly (libjpeg's grayscale output, as
+            `tf.io.decode_jpeg(channels=1)` does) instead of decoding colour; other formats ignore it.
+
+    Returns:
+        (pixels, format): pixels (H, W, C) with C = 1 (grayscale), 2 (grayscale and alpha), 3 (RGB) or
+        4 (RGBA), uint8, or uint16 for 16- and 32-bit grayscale (clipped to 16 bits); format is Pillow's
+        name of the file format ("PNG", "JPEG", "GIF", "BMP", "WEBP", ...).
+
+    Raises:
+        As `load_image`; ValueError naming the file also for a file that cannot be read.
+
+        >>> import io
+        >>> from PIL import Image
+        >>> buffer = io.BytesIO()
+        >>> Image.new("LA", (3, 2), (200, 100)).save(buffer, "PNG")
+        >>> pixels, file_format = read_pixels(buffer.getvalue())
+        >>> pixels.shape, pixels.dtype, pixels[0, 0].tolist(), file_format
+        ((2, 3, 2), dtype('uint8'), [200, 100], 'PNG')
+    """
+    max_pixels = None if max_pixels is None else check_int("max_pixels", max_pixels, minimum=1)
+    upright = check_bool("upright", upright)
+    if draft not in (None, "L"):
+        raise ValueError(f"`draft` must be None or 'L'. Received: draft={draft!r}")
     stream, name = _open_source(source)
-    start = 0 if isinstance(stream, str) else stream.tell()
+    start = stream.tell()
     with _open_image(stream, name, max_pixels) as opened:
-        image = _decode(opened, name)  # `opened` itself, or an upright copy of it
-        if image.format == "PNG":
+        if draft is not None and opened.format == "JPEG":
+            opened.draft(draft, None)  # libjpeg converts while decoding; a CMYK file stays CMYK
+        image = _decode(opened, name, upright)  # `opened` itself, or an upright copy of it
+        if opened.format == "PNG":
             check_png(_read_back(stream, start), name)
-        pixels = _pixels(image, name)  # (H, W) or (H, W, 3)
-    return _shape(pixels, size, channels)
+        return _native(image, name), opened.format or ""
 
 
 def _check_options(size: int | Sequence[int] | None, channels: int | None, max_pixels: int | None
@@ -127,17 +169,22 @@ def _check_options(size: int | Sequence[int] | None, channels: int | None, max_p
     return hw, channels, None if max_pixels is None else check_int("max_pixels", max_pixels, minimum=1)
 
 
-def _open_source(source: Any) -> tuple[str | BinaryIO, str]:
-    """(what Image.open takes, the name errors use) for a path, bytes or a binary file object."""
+def _open_source(source: Any) -> tuple[BinaryIO, str]:
+    """(a stream Image.open takes, the name errors use) for a path, bytes or a binary file object."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"load_image: no such file: {path!r}")
         if os.path.isdir(path):
             raise ValueError(f"{path}: is a folder, not an image file")
-        if os.path.getsize(path) == 0:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()  # read once: Pillow decodes it and png.py checks it
+        except OSError as error:  # a permission, or an I/O error of the disk
+            raise ValueError(f"{path}: the file cannot be read ({error.strerror or error})") from None
+        if not data:
             raise ValueError(f"{path}: the file is empty (0 bytes), not an image")
-        return path, path  # Pillow opens and closes the file itself
+        return io.BytesIO(data), path
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         name = f"<{len(data)} bytes>"
@@ -156,7 +203,7 @@ def _open_source(source: Any) -> tuple[str | BinaryIO, str]:
     return io.BytesIO(data), name
 
 
-def _open_image(stream: str | BinaryIO, name: str, max_pixels: int | None) -> PILImage:
+def _open_image(stream: BinaryIO, name: str, max_pixels: int | None) -> PILImage:
     """The PIL image, opened (its header read, nothing decoded) and refused if it is empty or a possible
     decompression bomb."""
     from PIL import Image
@@ -167,7 +214,10 @@ def _open_image(stream: str | BinaryIO, name: str, max_pixels: int | None) -> PI
             image = Image.open(stream)
     except Image.DecompressionBombError as error:
         raise ValueError(f"{name}: refused as a possible decompression bomb: {error}") from None
-    except Exception as error:  # UnidentifiedImageError, or whatever a malformed header makes a plugin raise
+    except Image.UnidentifiedImageError:  # its message names our in-memory stream, not the file
+        raise ValueError(f"{name}: not an image Pillow can read (UnidentifiedImageError: no image format "
+                         f"recognised)") from None
+    except Exception as error:  # whatever a malformed header makes a plugin raise
         raise ValueError(f"{name}: not an image Pillow can read ({type(error).__name__}: {error})") from None
     width, height = image.size
     if width == 0 or height == 0:
@@ -181,24 +231,24 @@ def _open_image(stream: str | BinaryIO, name: str, max_pixels: int | None) -> PI
     return image
 
 
-def _decode(image: PILImage, name: str) -> PILImage:
-    """The image decoded whole (a truncated file fails now, not later), turned upright by its EXIF tag."""
+def _decode(image: PILImage, name: str, upright: bool = True) -> PILImage:
+    """The image decoded whole (a truncated file fails now, not later), turned upright by its EXIF tag
+    when `upright`."""
     from PIL import ImageOps
 
     try:
         image.load()
-        if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag; 1 is upright
+        if upright and image.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag; 1 is upright
             image = ImageOps.exif_transpose(image)
     except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error...
         raise ValueError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})") from None
     return image
 
 
-def _read_back(stream: str | BinaryIO, start: int) -> bytes:
-    """The whole file that Image.open read, from its path or from `start` in its stream."""
-    if isinstance(stream, str):
-        with open(stream, "rb") as handle:
-            return handle.read()
+def _read_back(stream: BinaryIO, start: int) -> bytes:
+    """The whole file that Image.open read, from `start` in its stream."""
+    if isinstance(stream, io.BytesIO) and start == 0:
+        return stream.getvalue()  # no copy of a file read whole
     position = stream.tell()
     stream.seek(start)
     data = stream.read()
@@ -206,12 +256,11 @@ def _read_back(stream: str | BinaryIO, start: int) -> bytes:
     return data
 
 
-def _pixels(image: PILImage, name: str) -> np.ndarray:
-    """uint8 (H, W) for grayscale modes, (H, W, 3) for colour ones; alpha composited onto black."""
+def _native(image: PILImage, name: str) -> np.ndarray:
+    """(H, W, C) pixels, C = 1, 2, 3 or 4 for L, LA, RGB and RGBA: uint8, or uint16 for the "I" modes."""
     mode = image.mode
-    if mode.startswith("I"):  # 32-bit "I" and 16-bit "I;16*": assume 16-bit data, scale to 8 bits
-        values = np.asarray(image).astype(np.float64)
-        return np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+    if mode.startswith("I"):  # 32-bit "I" and 16-bit "I;16*": assume 16-bit data
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)[:, :, None]  # (H, W) -> (H, W, 1)
     if mode in ("P", "PA"):
         image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
     elif mode == "1":
@@ -224,25 +273,31 @@ def _pixels(image: PILImage, name: str) -> np.ndarray:
         raise ValueError(f"{name}: unsupported image mode {mode!r}; expected a grayscale, RGB, RGBA, "
                          f"palette, CMYK or 16-bit image")
     pixels = np.asarray(image)  # (H, W) for L, (H, W, C) otherwise
-    if image.mode in ("LA", "RGBA"):
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _over_black(pixels: np.ndarray) -> np.ndarray:
+    """load_image's rules: 16-bit values scaled to 8 bits (value / 257) and alpha composited onto black:
+    uint8 (H, W, 1) or (H, W, 3)."""
+    if pixels.dtype == np.uint16:
+        return np.round(pixels / 257.0).astype(np.uint8)
+    if pixels.shape[2] in (2, 4):
         color, alpha = pixels[..., :-1].astype(np.uint32), pixels[..., -1:].astype(np.uint32)
-        pixels = ((color * alpha + 127) // 255).astype(np.uint8)  # over black: (H, W, C - 1)
-        if pixels.shape[-1] == 1:
-            pixels = pixels[..., 0]  # (H, W, 1) -> (H, W)
+        return ((color * alpha + 127) // 255).astype(np.uint8)  # over black: (H, W, C - 1)
     return pixels
 
 
 def _shape(pixels: np.ndarray, size: tuple[int, ...] | None, channels: int | None) -> np.ndarray:
-    """(H, W) or (H, W, 3) pixels as (size[0], size[1], channels): luma, resize, then the channel axis."""
+    """(H, W, 1) or (H, W, 3) pixels as (size[0], size[1], channels): luma, resize, then the channel axis."""
     from PIL import Image
 
-    if channels == 1 and pixels.ndim == 3:
+    if channels == 1 and pixels.shape[2] == 3:
         r, g, b = (pixels[..., i].astype(np.uint32) for i in range(3))
-        pixels = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)  # Pillow's "L" luma
+        pixels = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, :, None]  # Pillow's "L"
     if size is not None and pixels.shape[:2] != size:
-        pixels = np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]  # (H, W) -> (H, W, 1)
+        plane = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels  # Pillow takes (H, W) for grayscale
+        resized = np.asarray(Image.fromarray(plane).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        pixels = resized[:, :, None] if resized.ndim == 2 else resized  # (h, w) -> (h, w, 1)
     if channels == 3 and pixels.shape[2] == 1:
         pixels = np.repeat(pixels, 3, axis=2)  # (H, W, 1) -> (H, W, 3)
     return np.ascontiguousarray(pixels)
