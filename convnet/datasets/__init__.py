@@ -19,6 +19,7 @@ from convnet.datasets.local import (
     ArrayDataset,
     BadImageWarning,
     FolderDataset,
+    check_same_classes,
     image_dataset_from_directory,
     load_npz,
 )
@@ -28,4 +29,4 @@ from convnet.datasets.shapes import ShapesDataset
 __all__ = ["Dataset", "IdxDataset", "ShapesDataset", "DatasetNotFoundError", "DownloadError", "FILE_NAMES",
            "fashion_mnist", "mnist", "shapes", "list_datasets", "get_dataset", "read_idx", "load_sample_image",
            "list_sample_images", "load_image", "read_pixels", "DEFAULT_MAX_PIXELS", "image_dataset_from_directory",
-           "FolderDataset", "BadImageWarning", "DEFAULT_MEMORY_BUDGET", "load_npz", "ArrayDataset"]
+           "FolderDataset", "BadImageWarning", "DEFAULT_MEMORY_BUDGET", "check_same_classes", "load_npz", "ArrayDataset"]

@@ -11,9 +11,10 @@ from convnet.datasets.local.folder import (
     DEFAULT_MEMORY_BUDGET,
     BadImageWarning,
     FolderDataset,
+    check_same_classes,
     image_dataset_from_directory,
 )
 from convnet.datasets.local.npz import ArrayDataset, load_npz
 
 __all__ = ["image_dataset_from_directory", "FolderDataset", "BadImageWarning", "DEFAULT_MEMORY_BUDGET",
-           "load_npz", "ArrayDataset"]
+           "check_same_classes", "load_npz", "ArrayDataset"]

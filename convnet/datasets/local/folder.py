@@ -46,7 +46,8 @@ from convnet.datasets.local.listing import ALLOWED_FORMATS, Listing, display, ke
 from convnet.datasets.local.pipeline import ImageReader, default_workers, scan, stream
 from convnet.datasets.local.resizing import INTERPOLATIONS
 
-__all__ = ["FolderDataset", "BadImageWarning", "image_dataset_from_directory", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["FolderDataset", "BadImageWarning", "image_dataset_from_directory", "check_same_classes",
+           "DEFAULT_MEMORY_BUDGET"]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024 ** 3  # bytes of decoded pixels a dataset may keep in memory
 _SHOWN = 3  # bad files named in the warning; all of them are in `bad_files`
@@ -164,7 +165,12 @@ class FolderDataset:
 
     def iter_from(self, epoch: int = 0, step: int = 0) -> Iterator[Batch]:
         """Batches `step`, step + 1, ... to the end of epoch `epoch`, as an uninterrupted epoch would yield
-        them; the skipped batches are not read."""
+        them; the skipped batches are not read.
+
+        A file that fails after the scan (streaming only) is left out of its batch, which is then shorter
+        (empty, if all of its files failed) but keeps its place: batch i is always batch i. Without
+        batching, the failed image is not yielded.
+        """
         order = self.epoch_order(epoch)
         step = check_int("step", step, minimum=0)
         if step > len(self):
@@ -252,8 +258,10 @@ class FolderDataset:
                     kept.append(sample)
                 else:
                     self._fail(int(sample), str(result), epoch)
+            if not images and self.batch_size is None:
+                continue  # a single image that failed: nothing to yield
             x = (np.stack(images).astype(np.float32, copy=False) if images
-                 else np.zeros((0, *self.image_shape), np.float32))  # (B', H, W, C)
+                 else np.zeros((0, *self.image_shape), np.float32))  # (B', H, W, C); B' = 0 if all failed
             yield self._assemble(np.asarray(kept, np.int64), x)
 
     def _assemble(self, indices: np.ndarray, x: np.ndarray) -> Batch:
@@ -313,6 +321,29 @@ class FolderDataset:
         bad = f", {len(self.bad_files)} bad files skipped" if self.bad_files else ""
         return (f"FolderDataset({display(self.directory)!r}: {self.num_samples} images of {height}x{width}x{channels}"
                 f"{classes}{subset}, batches of {self.batch_size}, {held}{bad})")
+
+
+def check_same_classes(training: FolderDataset, other: FolderDataset, what: str = "test") -> None:
+    """Refuse a second folder (the test or validation data) whose class folders differ from the training
+    folder's: label i must mean the same class in both.
+
+    Raises:
+        ValueError: naming both folders, the classes each lacks, or the order that differs.
+    """
+    if training.class_names == other.class_names:
+        return
+    mine, theirs = list(training.class_names or []), list(other.class_names or [])
+    if set(mine) == set(theirs):
+        problem = f"the same classes in another order: {mine} and {theirs}"
+    else:
+        only_training = sorted(set(mine) - set(theirs))
+        only_other = sorted(set(theirs) - set(mine))
+        problem = (f"classes only in the training folder: {only_training or 'none'}; only in the {what} folder: "
+                   f"{only_other or 'none'}")
+    raise ValueError(f"the {what} folder {display(other.directory)} and the training folder "
+                     f"{display(training.directory)} must hold the same class folders, so that each label means one "
+                     f"class: {problem}. Pass class_names=training.class_names to read the {what} folder's classes "
+                     f"in the training order.")
 
 
 def image_dataset_from_directory(directory: str | os.PathLike[str], labels: str | Sequence[int] | None = "inferred",
