@@ -323,8 +323,9 @@ class RandomErasing(_Augmentation):
         value_range: (low, high), the range of the input's pixel values; (0, 255) as Keras, (0, 1) for
             images scaled to [0, 1].
         seed: seeds the layer's own generator.
-        probability, value: convnet's older spellings, kept: `probability=p` is `factor=(p, p)` (an exact
-            probability) and `value=v` is `fill_value=v`.
+        probability: convnet's older spelling, kept: `probability=p` is `factor=(p, p)` (an exact
+            probability).
+        value: convnet's older spelling, kept: `value=v` is `fill_value=v`.
 
         >>> import torch
         >>> out = RandomErasing(factor=(1.0, 1.0), fill_value=0.0, seed=0).train()(torch.ones(2, 8, 8, 1))

@@ -221,7 +221,7 @@ def get(name: str, input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 
     convnet.augment.RandomFlip).
 
         >>> get("lenet5", input_shape=(32, 32, 3), num_classes=100).output_shape
-        (100,)
+        (None, 100)
 
     Raises:
         ValueError: an unknown name (with close matches), a bad input shape or class count.

@@ -64,7 +64,7 @@ def test_symbolic_tensors_and_keras_attributes():
     assert out.shape == (None, 6, 6, 4) and conv.output is out and conv.input is inputs
     model = convnet.Model(inputs, out)
     assert model.input is inputs and model.output is out and model.inputs == [inputs] and model.outputs == [out]
-    assert model.input_shape == (8, 8, 3) and model.output_shape == (6, 6, 4)
+    assert model.input_shape == (None, 8, 8, 3) and model.output_shape == (None, 6, 6, 4)
     assert model.get_layer("conv2d") is conv and isinstance(model.layers[0], layers.InputLayer)
     with pytest.raises(ValueError, match=r"never been called on a symbolic tensor, so it has no output"):
         _ = layers.Dense(3).output
@@ -147,7 +147,7 @@ def test_feature_extraction_from_a_sequential_as_keras():
     assert [m.shape for m in maps] == [(2, 6, 6, 2), (2, 3, 3, 2), (2, 18), (2, 3)]
     np.testing.assert_allclose(maps[-1], seq.predict(x, verbose=0), atol=1e-6)
     seq.pop()  # the stack's graph is rebuilt; the popped layer has no node of it left
-    assert seq.output is seq.layers[-1].output and seq.output_shape == (18,)
+    assert seq.output is seq.layers[-1].output and seq.output_shape == (None, 18)
 
 
 def test_nested_models_as_layers():
@@ -376,6 +376,8 @@ def test_lists_of_one_input_and_one_output_act_as_one_as_in_keras(synthetic):
     outputs = layers.Dense(3, activation="softmax")(layers.Flatten()(inputs))
     model = convnet.Model([inputs], [outputs])
     assert model.predict(images[:4], verbose=0).shape == (4, 3)  # an array, not a list of one
+    called = model(torch.from_numpy(images[:4]))  # a call keeps the structure, as Keras's
+    assert isinstance(called, list) and len(called) == 1 and called[0].shape == (4, 3)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu")
     assert len(model.fit(images, labels, epochs=1, verbose=0).history["loss"]) == 1
 

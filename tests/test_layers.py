@@ -611,7 +611,7 @@ def test_lambda_infers_output_shape_by_dry_run():
     assert calls == [(1, 5, 4, 3)]  # one dummy sample
     model = models.Sequential([layers.Input((5, 4, 3)), layers.Lambda(lambda x: x.mean(dim=(1, 2))),
                                layers.Dense(2)])
-    assert model.output_shape == (2,)
+    assert model.output_shape == (None, 2)
     assert layers.Lambda(lambda x: x, output_shape=(7,)).compute_output_shape((3,)) == (7,)
     assert layers.Lambda(lambda x: x).compute_output_shape((None, None, 3)) == (None, None, 3)
     x = rand(2, 5, 4, 3)
@@ -637,7 +637,7 @@ def test_input():
     assert layers.Input(shape=10).shape == (None, 10)
     assert layers.InputLayer(shape=(4, 4, 2)).shape == (4, 4, 2)
     model = models.Sequential([inp, layers.Flatten()])
-    assert model.input_shape == (28, 28, 1) and model.built and model.output_shape == (784,)
+    assert model.input_shape == (None, 28, 28, 1) and model.built and model.output_shape == (None, 784)
     with pytest.raises(ValueError, match=r"`shape` entries must be positive integers \(None allowed for spatial "
                                          r"sizes, not for channels\), without the batch axis. "
                                          r"Received: shape=\(28, 0, 1\)"):

@@ -51,7 +51,8 @@ class IdxDataset(ImageClassDataset):
         class_names: one name per label; labels are 0 .. len(class_names) - 1.
         sha256: the SHA-256 of each downloaded file, keyed by file name (all four of FILE_NAMES).
         mirrors: base URLs tried in order; a file's URL is base + file name.
-        train_size, test_size: the number of images in each split; files are checked against them.
+        train_size: the number of training images; the files are checked against it.
+        test_size: the number of test images; the files are checked against it.
         image_size: (height, width) of every image.
 
     Build your own to load a dataset in the same format (tests do, with tiny files):

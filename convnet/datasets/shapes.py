@@ -134,7 +134,8 @@ class ShapesDataset(ImageClassDataset):
         Args:
             data_dir: ignored (nothing is read); accepted so that every registered dataset loads alike.
             image_size: the side of the square images, >= 12.
-            train_size, test_size: images per split (default 12,000 and 2,000).
+            train_size: training images (default 12,000).
+            test_size: test images (default 2,000).
             seed: the same seed gives the same arrays; the test split does not depend on `train_size`.
             classes: a subset of `class_names`, in the order that labels should number them.
 

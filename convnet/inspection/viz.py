@@ -213,8 +213,8 @@ def plot_history(history: Any) -> Figure:
         history: what `model.fit` returns, or its `.history` dict {"loss": [...], "val_loss": [...], ...}.
 
     Raises:
-        TypeError: not a History or a dict. ValueError: empty lists, lists of different lengths, or neither a
-        loss nor a metric to plot.
+        TypeError: not a History or a dict.
+        ValueError: empty lists, lists of different lengths, or neither a loss nor a metric to plot.
     """
     from matplotlib.ticker import MaxNLocator
 

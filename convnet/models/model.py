@@ -11,7 +11,7 @@ layers, built with the functional API:
     >>> [layer.name for layer in model.layers]
     ['input_layer', 'conv2d', 'conv2d_1', 'add', 'activation', 'global_average_pooling2d', 'dense']
     >>> model.count_params(), model.input_shape, model.output_shape
-    (223, (8, 8, 1), (3,))
+    (223, (None, 8, 8, 1), (None, 3))
 
 `Sequential` (sequential.py) is the special case of a stack: it shares everything here and keeps a graph
 of its layers too, so `layer.output` works on its layers (feature extraction).
@@ -22,9 +22,10 @@ the outputs, ties broken by the order a depth-first walk from the outputs first 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -91,6 +92,8 @@ class Model(torch.nn.Module):
         self._outputs: list[SymbolicTensor] = []
         self._nodes: list[Node] = []  # in execution order
         self._single_input = self._single_output = True
+        self._outputs_listed = False
+        self._unwrap = False  # set while fit/evaluate/predict run a list-of-one model
         if type(self) is Model or inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise TypeError("Model(inputs, outputs) builds a graph from symbolic tensors (the functional API): "
@@ -100,6 +103,9 @@ class Model(torch.nn.Module):
             # a list of one counts as one, as Keras: predict returns an array, fit takes an array
             self._single_input = len(self._inputs) == 1
             self._single_output = len(self._outputs) == 1
+            # model(x) returns the outputs' structure as given (a list of one stays a list, as Keras's call);
+            # fit, evaluate and predict treat a list of one as one
+            self._outputs_listed = isinstance(outputs, (list, tuple))
         self.eval()
 
     # -- the graph --------------------------------------------------------------------------------
@@ -143,21 +149,29 @@ class Model(torch.nn.Module):
             raise ValueError(f"{self.name}: the model is not built, so it has no {what}; give it an input shape "
                              f"(layers.Input(shape=...) first) or call it on data once")
 
+    def sample_shapes(self, which: str = "input") -> list[tuple] | None:
+        """The shape of one sample (no batch axis) of each input, or of each output with which="output";
+        None while the model is not built. What a graph checks calls against."""
+        tensors = self._inputs if which == "input" else self._outputs
+        return [tuple(tensor.shape[1:]) for tensor in tensors] if tensors else None
+
     @property
     def input_shape(self) -> Any:
-        """The input shape without the batch axis (a list for several inputs)."""
-        if not self._inputs:
+        """The input shape with the batch axis as None, as Keras: (None, 28, 28, 1); a list for several inputs."""
+        shapes = self.sample_shapes("input")
+        if shapes is None:
             return None
-        shapes = [tensor.shape[1:] for tensor in self._inputs]
-        return shapes[0] if self._single_input else shapes
+        batched = [(None, *shape) for shape in shapes]
+        return batched[0] if self._single_input else batched
 
     @property
     def output_shape(self) -> Any:
-        """The output shape without the batch axis (a list for several outputs)."""
-        if not self._outputs:
+        """The output shape with the batch axis as None, as Keras: (None, 10); a list for several outputs."""
+        shapes = self.sample_shapes("output")
+        if shapes is None:
             return None
-        shapes = [tensor.shape[1:] for tensor in self._outputs]
-        return shapes[0] if self._single_output else shapes
+        batched = [(None, *shape) for shape in shapes]
+        return batched[0] if self._single_output else batched
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
         """A layer by name, or by position in `layers`."""
@@ -190,21 +204,32 @@ class Model(torch.nn.Module):
     def build_for(self, input_shape: Any) -> Any:
         """The output shape(s) for inputs of `input_shape` (no batch axis): how a graph calls this model."""
         self._require_graph("input shape")
-        expected = self.input_shape
-        given = [tuple(s) for s in input_shape] if not self._single_input else tuple(input_shape)
+        expected = cast(list, self.sample_shapes("input"))
+        given = [tuple(s) for s in input_shape] if not self._single_input else [tuple(input_shape)]
         if not self._single_input and (not isinstance(input_shape, list) or len(given) != len(expected)):
             raise ValueError(f"{self.label} takes {len(expected)} inputs {expected}. Received: {input_shape!r}")
-        pairs = zip(expected, given) if not self._single_input else [(expected, given)]
-        for want, got in pairs:
+        for want, got in zip(expected, given):
             if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
                 raise ValueError(f"{self.label} takes inputs of shape {shape_str((None, *want))}. Received: "
                                  f"{shape_str((None, *got))}")
-        return self.output_shape
+        outputs = cast(list, self.sample_shapes("output"))
+        return outputs[0] if self._single_output else outputs
 
     def forward(self, *args: Any) -> Any:
         values = self._run(self._feed(args))
         outputs = [values[id(tensor)] for tensor in self._outputs]
+        if self._outputs_listed and not self._unwrap:
+            return outputs
         return outputs[0] if self._single_output else outputs
+
+    @contextlib.contextmanager
+    def _as_single(self) -> Iterator[None]:
+        """model(x) returns one tensor for a list of one output while the training loops run."""
+        previous, self._unwrap = self._unwrap, True
+        try:
+            yield
+        finally:
+            self._unwrap = previous
 
     def _feed(self, args: tuple) -> dict[int, torch.Tensor]:
         """The model's input tensors by symbolic-tensor id, from `model(x)` or `model([x1, x2])`."""
@@ -338,10 +363,10 @@ class Model(torch.nn.Module):
         """Resolve "accuracy" as Keras 3 does once the data is seen: from the shapes of the labels (`y_shape`,
         with the batch axis) and of the output (binary for one unit, sparse for labels with one axis fewer,
         else categorical); `fit` and `evaluate` call it. Compile resolved it from the loss until then."""
-        output = self.output_shape
-        if output is None or isinstance(output, list):
+        outputs = self.sample_shapes("output")
+        if outputs is None or len(outputs) != 1:
             return
-        pred_shape = (y_shape[0], *output)
+        pred_shape = (y_shape[0], *outputs[0])
         for attribute, specs in zip(("metrics", "weighted_metrics"), self._metric_specs):
             if len(specs) != len(getattr(self, attribute)):  # changed by hand since compile: leave them
                 continue
@@ -426,19 +451,21 @@ class Model(torch.nn.Module):
         `convnet.training.TrainingInterrupted`.
         """
         self._require_one_input_output("fit")
-        return training.fit(cast(Any, self), x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-                            callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
-                            shuffle=shuffle, class_weight=class_weight, sample_weight=sample_weight,
-                            initial_epoch=initial_epoch, validation_freq=validation_freq,
-                            checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval)
+        with self._as_single():
+            return training.fit(cast(Any, self), x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                                callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
+                                shuffle=shuffle, class_weight=class_weight, sample_weight=sample_weight,
+                                initial_epoch=initial_epoch, validation_freq=validation_freq,
+                                checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
                  sample_weight: Any = None, return_dict: bool = False, tta: Any = None):
         """Loss and metrics on (x, y): the loss alone, [loss, metric, ...] in compile's order, or a dict with
         sorted keys with return_dict=True, as Keras 3. `sample_weight` as in `fit`; `tta` as in `predict`."""
         self._require_one_input_output("evaluate")
-        return training.evaluate(cast(Any, self), x, y, batch_size=batch_size, verbose=verbose,
-                                 return_dict=return_dict, tta=tta, sample_weight=sample_weight)
+        with self._as_single():
+            return training.evaluate(cast(Any, self), x, y, batch_size=batch_size, verbose=verbose,
+                                     return_dict=return_dict, tta=tta, sample_weight=sample_weight)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto",
                 tta: Any = None) -> Any:
@@ -447,7 +474,8 @@ class Model(torch.nn.Module):
         only faster). `tta="hflip"` or `"flips"` averages the predictions over flipped copies (test-time
         augmentation; one-input, one-output models)."""
         if len(self._inputs) <= 1 and len(self._outputs) <= 1:
-            return training.predict(cast(Any, self), x, batch_size=batch_size, verbose=verbose, tta=tta)
+            with self._as_single():
+                return training.predict(cast(Any, self), x, batch_size=batch_size, verbose=verbose, tta=tta)
         if tta is not None:
             raise ValueError(f"predict: `tta` takes models with one input and one output; {self.label} has "
                              f"{len(self._inputs)} inputs and {len(self._outputs)} outputs")
@@ -667,14 +695,13 @@ def _metric_list(argument: str, metrics: Any) -> list[Any]:
 
 
 def sample_shape(model: Any) -> tuple | None:
-    """The shape of one input sample (no batch axis) of a one-input model, None while unknown: what code
-    inside convnet uses, whatever form `model.input_shape` takes."""
-    shape = model.input_shape
-    if shape is None:
+    """The shape of one input sample (no batch axis) of a one-input model, None while unknown."""
+    shapes = model.sample_shapes("input")
+    if shapes is None:
         return None
-    if isinstance(shape, list):
-        raise ValueError(f"{model.label} has {len(shape)} inputs; this takes models with one input")
-    return tuple(shape)
+    if len(shapes) != 1:
+        raise ValueError(f"{model.label} has {len(shapes)} inputs; this takes models with one input")
+    return tuple(shapes[0])
 
 
 def map_graph(inputs: list[SymbolicTensor], outputs: list[SymbolicTensor]) -> tuple[list[Node], list[Any]]:

@@ -88,7 +88,7 @@ class Sequential(Model):
         if not self._stack and self._input_shape is None and getattr(layer, "input_shape_arg", None) is not None:
             self._input_shape = cast(Layer, layer).input_shape_arg
         if self._input_shape is not None:
-            layer.build_for(self.output_shape or self._input_shape)
+            layer.build_for(cast(list, self.sample_shapes("output"))[0])
             layer.to(self._device)
         self._stack.append(layer)
         self._rebuild_graph()
@@ -131,19 +131,16 @@ class Sequential(Model):
     def built(self) -> bool:
         return self._input_shape is not None and all(layer.built for layer in self.layers)
 
-    @property
-    def input_shape(self) -> tuple | None:
-        """The input shape without the batch axis (None until known)."""
-        return self._input_shape
-
-    @property
-    def output_shape(self) -> tuple | None:
+    def sample_shapes(self, which: str = "input") -> list[tuple] | None:
+        """[the shape of one input sample] (no batch axis), or of one output with which="output"; None until
+        the input shape is known. The output's follows the stack even before it is built."""
         if self._input_shape is None:
             return None
         shape = self._input_shape
-        for layer in self.layers:
-            shape = layer.compute_output_shape(shape)
-        return shape
+        if which == "output":
+            for layer in self.layers:
+                shape = layer.compute_output_shape(shape)
+        return [tuple(shape)]
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Build every layer for inputs of `input_shape` (without the batch axis)."""

@@ -47,12 +47,12 @@ def as_inputs(model: Sequential | None, x: Any, argument: str = "x") -> torch.Te
 
     Raises:
         TypeError: `x` is not an array or tensor of real numbers (`argument` names it).
-        ValueError: its shape is not (N, *model.input_shape), or it holds no sample.
+        ValueError: its shape is not model.input_shape (None as N), or it holds no sample.
     """
     tensor = to_tensor(x, argument)
     if not isinstance(x, torch.Tensor) and tensor.dtype not in (torch.float32, torch.uint8):
         tensor = tensor.float()  # bool, ints, float64...: float32, as Keras
-    expected = None if model is None else model.input_shape
+    expected = None if model is None or model.input_shape is None else tuple(model.input_shape[1:])
     if expected is None:
         if tensor.dim() < 2:
             raise ValueError(f"`{argument}` must be a batch (N, ...). Received shape {shape_str(tensor.shape)}")
@@ -86,7 +86,7 @@ def as_targets(model: Sequential, y: Any, count: int, argument: str = "y") -> to
         raise ValueError(f"`x` and `{argument}` must have the same number of samples: x has {count}, "
                          f"{argument} has {got}")
     loss = model.loss
-    output = model.output_shape
+    output = None if model.output_shape is None else tuple(model.output_shape[1:])
     if loss is not None and loss.label_kind == "sparse":
         if tensor.dim() == 2 and tensor.shape[1] == 1:
             tensor = tensor[:, 0]
