@@ -67,7 +67,6 @@ def small(tmp_path_factory) -> Path:
     return write_folder(tmp_path_factory.mktemp("small"), n=30)
 
 
-# -- listing: Keras's index_directory, transcribed ----------------------------------------------------------
 
 
 def keras_listing(directory: str, formats=listing.ALLOWED_FORMATS) -> tuple[list[str], list[int], list[str]]:
@@ -144,7 +143,6 @@ def test_follow_links(tmp_path, small):
     assert load(root, follow_links=True).num_samples == 11
 
 
-# -- batches -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("label_mode, y_shape, y_dtype", [("int", (8,), np.int32), ("categorical", (8, 3), np.float32),
@@ -198,7 +196,6 @@ def test_pixels_are_the_files_pixels(tmp_path):
     np.testing.assert_array_equal(gray[..., 0], (9797 * r + 19234 * g + 3737 * b) >> 15)  # libpng's weights
 
 
-# -- the split -----------------------------------------------------------------------------------------------
 
 
 def keras_split(paths: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -258,7 +255,6 @@ def test_split_errors(small):
         load(small, validation_split=0.01, subset="training")
 
 
-# -- order by (epoch, step) -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("budget", [2 ** 30, 0], ids=["cached", "streamed"])
@@ -343,7 +339,6 @@ def test_state_dict_restores_the_order(small):
         other.load_state_dict({"seed": 1})
 
 
-# -- bad files ------------------------------------------------------------------------------------------------
 
 
 def plant_bad_files(root: Path) -> dict[str, str]:
@@ -483,7 +478,6 @@ def test_training_and_test_folders_must_share_their_classes(tmp_path, small):
         check_same_classes(load(small, class_names=["circle", "square"]), other, what="validation")
 
 
-# -- memory budget ----------------------------------------------------------------------------------------------
 
 
 def test_the_memory_budget_chooses_cache_or_stream(tmp_path):
@@ -527,7 +521,6 @@ def test_streaming_memory_stays_flat(tmp_path):
     assert peaks[0] < 40 * batch  # a few batches in flight, not the epoch (300 images = 19 batches)
 
 
-# -- arguments -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("options, error, message", [
@@ -575,7 +568,6 @@ def test_verbose_prints_as_keras(small, capsys):
                                        "Using 6 files for validation.\n")
 
 
-# -- decoding and resizing, against transcriptions ------------------------------------------------------------------
 
 
 def test_decoding_follows_tensorflows_rules():
@@ -652,7 +644,6 @@ def test_crop_and_pad_boxes():
     assert padded[:, :, 0].tolist() == [[0] * 4, [9] * 4, [9] * 4, [0] * 4]
 
 
-# -- load_npz -----------------------------------------------------------------------------------------------------
 
 
 def test_load_npz(tmp_path):
@@ -713,7 +704,6 @@ def test_load_npz_refuses_objects_and_other_files(tmp_path):
         load_npz(3)
 
 
-# -- the package ------------------------------------------------------------------------------------------------------
 
 LOCAL_MODULES = ["__init__", "decoding", "folder", "listing", "npz", "pipeline", "resizing"]
 

@@ -61,7 +61,8 @@ class BadImageWarning(UserWarning):
 
 
 class FolderDataset:
-    """Batches of images read from files, as `image_dataset_from_directory` returns them.
+    """Batches of images read from files, as `image_dataset_from_directory` returns them (which builds it:
+    construction lists nothing, it scans the files it is given).
 
     Iterating yields (x, y) NumPy batches, or x alone when `label_mode` is None; each iteration is the next
     epoch (reshuffled when `shuffle`). A training loop that resumes asks for positions instead:
@@ -107,7 +108,6 @@ class FolderDataset:
         self._epochs_begun = 0
         self._warn_empty_classes(labels)
 
-    # -- what the dataset holds --------------------------------------------------------------------------
 
     @property
     def num_samples(self) -> int:
@@ -141,7 +141,6 @@ class FolderDataset:
         size = self.batch_size or 1
         return -(-self.num_samples // size)
 
-    # -- order, for exact resume ---------------------------------------------------------------------------
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """int64 (num_samples,) sample indices in the order epoch `epoch` visits them: a permutation drawn
@@ -216,7 +215,6 @@ class FolderDataset:
             digest.update(self.labels.astype("<i4").tobytes())
         return digest.hexdigest()[:32]
 
-    # -- the arrays --------------------------------------------------------------------------------------
 
     def as_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(x, y) of every sample in file_paths order, when the dataset is cached: x (N, H, W, C) uint8 when
@@ -281,7 +279,6 @@ class FolderDataset:
                       f"batch (one sample short) and of later epochs, and added to `bad_files`.",
                       BadImageWarning, stacklevel=3)
 
-    # -- reports -------------------------------------------------------------------------------------------
 
     def _report_bad(self, total: int, on_bad_image: str) -> None:
         bad = self.bad_files
