@@ -135,7 +135,8 @@ def read_pixels(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIX
         name of the file format ("PNG", "JPEG", "GIF", "BMP", "WEBP", ...).
 
     Raises:
-        As `load_image`; ValueError naming the file also for a file that cannot be read.
+        ValueError: as `load_image`, and for a file that cannot be read (naming it).
+        TypeError: as `load_image`.
 
         >>> import io
         >>> from PIL import Image
