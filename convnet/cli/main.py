@@ -1,6 +1,7 @@
 """The `convnet` command line.
 
     convnet train [--epochs 10] [--limit N] ...      train a preset on a dataset, write a run folder
+    convnet train --nproc-per-node N ...             the same, data-parallel on N processes (torchrun)
     convnet evaluate MODEL                           test loss and accuracy of a saved model
     convnet predict MODEL IMAGE...                   top-k classes for image files
     convnet summary MODEL | --model NAME             layer table with receptive fields
@@ -78,51 +79,206 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         complete_with(action, item.metadata.get("complete") or choices or None)
 
 
+LAUNCH_OPTIONS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "rdzv_timeout")
+RDZV_TIMEOUT = 300.0  # seconds the launcher waits for the rendezvous endpoint to answer and every node to join
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from convnet.runs.config import TrainConfig, load_config
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if args.resume:
         config = load_config(args.resume)
-        print(f"Resuming the run in {args.resume} (its saved settings are used)", flush=True)
+        _check_resume_options(args.resume, config, given)
     else:
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
         config = TrainConfig(**given).with_recipe(keep=given).check_names()  # a typo answers before torch loads
+    launch = _launch_settings(args)
+    if launch is not None:
+        return _launch(args, config, launch)
+    from convnet import distributed
+    distributed.init(device=config.device)  # started by torchrun: join its process group (else nothing happens)
+    try:
+        return _train(args, config, first=distributed.rank() == 0)
+    except RuntimeError as error:
+        if not distributed.is_distributed() or getattr(error, "raised_on_rank0", False):
+            raise
+        # a collective failed: another process died or stopped answering (gloo/nccl say which peer)
+        print(f"convnet train: error: rank {distributed.rank()} lost the other processes "
+              f"({str(error).splitlines()[0] if str(error) else type(error).__name__})", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        distributed.finish()
+
+
+def _train(args: argparse.Namespace, config: Any, first: bool) -> int:
+    """Train in this process (one of several under torchrun: `first` is rank 0, which alone prints)."""
     from convnet.datasets import DatasetNotFoundError
     from convnet.runs.job import CHECKPOINTS, train
     from convnet.training.loop import TrainingInterrupted
+    if args.resume and first:
+        print(f"Resuming the run in {args.resume} (its saved settings are used)", flush=True)
     try:
         result = train(config, resume=bool(args.resume))
     except DatasetNotFoundError:
         raise  # missing input, reported by main() as a usage error; nothing was written
     except OSError as error:  # a disk that fills up or fails during training: say what is kept
+        if getattr(error, "raised_on_rank0", False):
+            return EXIT_FAILED  # rank 0 says it
         folder = config.out or "the run folder"
         last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
-        kept = (f"the last checkpoint is intact: {last}; free some space and resume with: convnet train --resume "
-                f"{folder}" if os.path.exists(last) else "no checkpoint was written yet")
+        kept = (f"the last checkpoint is intact: {last}; free some space and resume with: "
+                f"{_resume_command(folder)}" if os.path.exists(last) else "no checkpoint was written yet")
         print(f"convnet train: error: writing failed ({error.strerror or error}); {kept}", file=sys.stderr)
         return EXIT_FAILED
     except TrainingInterrupted as interrupted:
+        if not first:
+            return EXIT_INTERRUPTED
         folder = config.out or os.path.dirname(os.path.dirname(interrupted.checkpoint or ""))
         print(f"Interrupted at epoch {interrupted.epoch + 1}, step {interrupted.step}.", file=sys.stderr)
         if interrupted.checkpoint:
-            print(f"Checkpoint saved: {interrupted.checkpoint}\nResume with: convnet train --resume {folder}",
+            print(f"Checkpoint saved: {interrupted.checkpoint}\nResume with: {_resume_command(folder)}",
                   file=sys.stderr)
         return EXIT_INTERRUPTED
     if result.diverged_at is not None:
+        if not first:
+            return EXIT_FAILED
         epoch, batch = result.diverged_at
         last = os.path.join(result.folder, CHECKPOINTS, "last.ckpt")
         kept = f"the last good checkpoint is {last}" if os.path.exists(last) else "no epoch finished, so no checkpoint"
         print(f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1}; {kept}. "
               f"Try a lower --lr.", file=sys.stderr)
         return EXIT_FAILED
+    if not first:
+        return 0
     metrics = result.metrics
+    processes = f" x {metrics['world_size']} processes" if metrics.get("world_size", 1) > 1 else ""
     print(f"Test accuracy: {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_images']} test images; training took {metrics['train_seconds']:.1f} s on "
-          f"{metrics['device']}{' (this process, since resuming)' if metrics['resumed'] else ''}")
+          f"{metrics['device']}{processes}{' (this process, since resuming)' if metrics['resumed'] else ''}")
     print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json, "
           f"{CHECKPOINTS}/")
     return 0
 
 
+def _resume_command(folder: str) -> str:
+    """The command that continues the run in `folder`, with the launcher options of this one's processes."""
+    from convnet import distributed
+    command = f"convnet train --resume {folder}"
+    world = distributed.world_size()
+    if world == 1:
+        return command
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if per_node == world:
+        return f"{command} --nproc-per-node {world}"
+    return f"{command} --nproc-per-node {per_node} --nnodes {world // per_node} (and the other options, on every node)"
+
+
+def _check_resume_options(folder: str, config: Any, given: dict[str, Any]) -> None:
+    """UsageError when options given with --resume differ from the run's saved settings (which it continues with):
+    resuming another model, batch size or data would not continue that run."""
+    differing = [name for name, value in given.items()
+                 if (os.path.abspath(value) != os.path.abspath(folder) if name == "out" else getattr(config, name) != value)]
+    if differing:
+        shown = ", ".join(f"{_flag(name)} {given[name]} (the run has {getattr(config, name)})" for name in differing)
+        raise UsageError(f"--resume {folder} continues that run with the settings it was started with; {shown}: drop "
+                         f"{'that option' if len(differing) == 1 else 'those options'}, or start a new run in another "
+                         f"folder (--out)")
+
+
+def _launch_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The launcher options, checked (UsageError), or None when none was given (train in this process)."""
+    given = {name: getattr(args, name) for name in LAUNCH_OPTIONS if getattr(args, name, None) is not None}
+    if not given:
+        return None
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None or os.environ.get("LOCAL_RANK") is not None:
+        raise UsageError(f"this process was started by torchrun already; {', '.join(map(_flag, given))} belong on "
+                         f"the command line of the launcher, not of its processes")
+    settings = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None, "rdzv_id": "convnet-train",
+                "rdzv_timeout": RDZV_TIMEOUT, **given}
+    for name in ("nproc_per_node", "nnodes"):
+        if settings[name] < 1:
+            raise UsageError(f"{_flag(name)} must be a positive number of "
+                             f"{'processes' if name == 'nproc_per_node' else 'machines'}. Received: {settings[name]}")
+    if not 0 <= settings["node_rank"] < settings["nnodes"]:
+        raise UsageError(f"--node-rank must be 0 to {settings['nnodes'] - 1} (--nnodes {settings['nnodes']}). "
+                         f"Received: {settings['node_rank']}")
+    if settings["rdzv_timeout"] <= 0:
+        raise UsageError(f"--rdzv-timeout must be a positive number of seconds. Received: {settings['rdzv_timeout']}")
+    endpoint = settings["rdzv_endpoint"]
+    if endpoint is None and settings["nnodes"] > 1:
+        raise UsageError(f"--nnodes {settings['nnodes']} needs --rdzv-endpoint HOST:PORT: the address, reachable from "
+                         f"every machine, where the first node (--node-rank 0) hosts the rendezvous")
+    if endpoint is not None:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--rdzv-endpoint must be HOST:PORT, e.g. 10.0.0.1:29400. Received: {endpoint!r}")
+    return settings
+
+
+def _launch(args: argparse.Namespace, config: Any, settings: dict[str, Any]) -> int:
+    """Run `convnet train` on `nproc_per_node` processes of this machine through torch.distributed.run (torchrun's
+    elastic launch: rendezvous, monitoring, signal forwarding; no restarts, a failed run is resumed by hand).
+    Returns the workers' common exit code; 1 with one line when a process died; 130 after Ctrl-C, which torchrun
+    forwards to every process (they stop at the same step and rank 0 saves a checkpoint)."""
+    import signal
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+
+    from convnet import distributed
+    from convnet.runs.job import CHECKPOINTS, default_folder
+    world = settings["nproc_per_node"] * settings["nnodes"]
+    config.validate()  # say a bad setting once, here, rather than once per process
+    distributed.check_batch_size(config.batch_size, world)
+    folder = args.resume or config.out or default_folder(config)  # named here, so that every node uses the same
+    worker = ["--resume", args.resume] if args.resume else [*_train_argv(args), "--out", folder]
+    timeout, endpoint = settings["rdzv_timeout"], settings["rdzv_endpoint"]
+    launcher = ["--nproc-per-node", str(settings["nproc_per_node"]), "--nnodes", str(settings["nnodes"]),
+                "--max-restarts", "0", "--monitor-interval", "0.2"]
+    if endpoint is None:
+        launcher.append("--standalone")  # one machine: a rendezvous on a free local port
+    else:
+        conf = f"join_timeout={timeout:g},read_timeout={timeout:g}"
+        if args.node_rank is not None:  # else c10d decides from the host name which node hosts the rendezvous
+            conf += f",is_host={int(settings['node_rank'] == 0)}"
+        launcher += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", settings["rdzv_id"],
+                     "--node-rank", str(settings["node_rank"]), "--rdzv-conf", conf]
+    try:
+        torchrun.run(torchrun.get_args_parser().parse_args([*launcher, "-m", "convnet", "train", *worker]))
+    except ChildFailedError as failed:
+        codes = {failure.exitcode for failure in failed.failures.values()}
+        if len(codes) == 1 and min(codes) > 0:
+            return int(min(codes))  # every process ended alike (a bad input, an interruption): rank 0 said why
+        rank, failure = failed.get_first_failure()
+        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else
+               f"exited with code {failure.exitcode}")
+        last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
+        kept = (f"the last checkpoint is intact: {last}; resume with: convnet train --resume {folder} "
+                f"{' '.join(_launch_argv(args))}" if os.path.exists(last) else "no checkpoint was written yet")
+        print(f"convnet train: error: rank {rank} {how}, so the other processes were stopped; {kept}", file=sys.stderr)
+        return EXIT_FAILED
+    except SignalException as stopped:
+        return EXIT_INTERRUPTED if stopped.sigval == signal.SIGINT else 128 + int(stopped.sigval)
+    except RendezvousError as error:
+        where = endpoint or "this machine"
+        raise UsageError(f"the {settings['nnodes']} machine(s) did not meet at the rendezvous on {where} within "
+                         f"{timeout:g} s ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                         f"check the address and port, and start every node") from None
+    return 0
+
+
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The TrainConfig options given on the command line (`--out` apart), as the processes' arguments."""
+    from convnet.runs.config import TrainConfig
+    return [part for item in dataclasses.fields(TrainConfig) if hasattr(args, item.name) and item.name != "out"
+            for part in (_flag(item.name), str(getattr(args, item.name)))]
+
+
+def _launch_argv(args: argparse.Namespace) -> list[str]:
+    """The launcher options given on the command line, as arguments."""
+    return [part for name in LAUNCH_OPTIONS if getattr(args, name, None) is not None
+            for part in (_flag(name), str(getattr(args, name)))]
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -210,6 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(train, TrainConfig)
     complete_with(train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its "
                                      "last checkpoint, with the settings it was started with"), "dir")
+    launch = train.add_argument_group(
+        "data-parallel training (launched through torchrun, torch.distributed.run)",
+        "--batch-size stays the global batch: each of the N processes takes an equal slice of every batch. One "
+        "process per GPU (nccl), or per group of CPU cores (gloo; OMP_NUM_THREADS threads each, 1 by default).")
+    launch.add_argument("--nproc-per-node", type=int, metavar="N", help="processes on this machine")
+    launch.add_argument("--nnodes", type=int, metavar="M", help="machines taking part (default: 1); start the same "
+                        "command on each, with its --node-rank")
+    launch.add_argument("--node-rank", type=int, metavar="R", help="this machine's index, 0 to M-1; node 0 hosts the "
+                        "rendezvous")
+    launch.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the machines meet (c10d rendezvous): "
+                        "node 0's address and a free port")
+    launch.add_argument("--rdzv-id", metavar="ID", help="a name shared by the machines of one run (default: "
+                        "convnet-train)")
+    launch.add_argument("--rdzv-timeout", type=float, metavar="SECONDS", help=f"how long to wait for the endpoint to "
+                        f"answer and every machine to join (default: {RDZV_TIMEOUT:g})")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a saved model")
@@ -258,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError) as error:  # DatasetNotFoundError too
         if os.environ.get("CONVNET_DEBUG"):
             raise
+        if getattr(error, "raised_on_rank0", False):  # one of several processes: rank 0 says it
+            return EXIT_USAGE
         message = str(error).splitlines()
         print(f"convnet {args.command}: error: {message[0] if message else type(error).__name__}", file=sys.stderr)
         for line in message[1:]:

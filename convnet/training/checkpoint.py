@@ -6,6 +6,10 @@ state (`Callback.get_state`: EarlyStopping's patience count and best weights, Mo
 and a fingerprint of the training data. It is a safetensors file (tensors, plus JSON in the header; no pickle), written
 atomically: temporary file, fsync, rename. A run folder keeps two: `last.ckpt` (the newest) and
 `best.ckpt` (the best epoch by the monitored value, `val_loss` when there is validation data).
+
+In data-parallel training (`convnet.distributed`) rank 0 writes the file, with every rank's generators in it
+(rank r > 0's under "rng/rank<r>/"), and reads it for the others (`read`, then `load(..., payload=...)`): each
+rank takes back its own generators, so a resume at the same world size continues every rank's stream.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class TrainingState:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     # one entry per callback of the fit, in order: {"class": name, "values": JSON-able, "arrays": {name: array}}
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    rng_ranks: int = 1                    # how many ranks' generators the checkpoint held (set by `load`)
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -73,31 +78,41 @@ def _optimizer(model: Sequential) -> torch.optim.Optimizer:
     return model.optimizer_
 
 
-def _rng_tensors() -> dict[str, torch.Tensor]:
-    tensors = {"rng/torch_cpu": torch.get_rng_state()}
+RandomState = tuple[dict[str, torch.Tensor], dict[str, Any]]  # a process's generators: (tensors, JSON)
+
+
+def process_rng() -> RandomState:
+    """This process's generators: torch's (CPU, and each initialised CUDA device's), NumPy's and Python's."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/torch_cuda/{index}"] = state
-    tensors["rng/numpy_keys"] = torch.from_numpy(_numpy_state()[1].astype(np.int64))
-    return tensors
-
-
-def _rng_json() -> dict[str, Any]:
-    kind, _, position, has_gauss, cached = _numpy_state()
+            tensors[f"torch_cuda/{index}"] = state
+    kind, keys, position, has_gauss, cached = _numpy_state()
+    tensors["numpy_keys"] = torch.from_numpy(keys.astype(np.int64))
     version, state, gauss = random.getstate()
-    return {"numpy": [kind, int(position), int(has_gauss), float(cached)],
-            "python": [version, list(state), gauss]}
+    return tensors, {"numpy": [kind, int(position), int(has_gauss), float(cached)],
+                     "python": [version, list(state), gauss]}
 
 
-def _restore_rng(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng/torch_cpu"])
-    cuda = sorted(key for key in tensors if key.startswith("rng/torch_cuda/"))
+def _rng_prefix(rank: int) -> str:
+    return "rng/" if rank == 0 else f"rng/rank{rank}/"  # rank 0's where one-process checkpoints keep theirs
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], config: dict[str, Any], rank: int = 0) -> int:
+    """Take back rank `rank`'s generators, or rank 0's when the checkpoint has none for it; returns how many
+    ranks' generators the checkpoint holds."""
+    ranks = 1 + len(config.get("rng_ranks", []))
+    source = rank if rank < ranks else 0
+    prefix, saved = _rng_prefix(source), (config["rng"] if source == 0 else config["rng_ranks"][source - 1])
+    torch.set_rng_state(tensors[prefix + "torch_cpu"])
+    cuda = sorted(key for key in tensors if key.startswith(prefix + "torch_cuda/"))
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensors[key] for key in cuda])
-    kind, position, has_gauss, cached = config["rng"]["numpy"]
-    np.random.set_state((kind, tensors["rng/numpy_keys"].numpy().astype(np.uint32), position, has_gauss, cached))
-    version, state, gauss = config["rng"]["python"]
+    kind, position, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, tensors[prefix + "numpy_keys"].numpy().astype(np.uint32), position, has_gauss, cached))
+    version, state, gauss = saved["python"]
     random.setstate((version, tuple(state), gauss))
+    return ranks
 
 
 def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -138,8 +153,10 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], parts: dict[str, Any]) ->
     return {"state": state, "param_groups": groups}
 
 
-def save(folder: str, model: Sequential, state: TrainingState, best: bool = False) -> str | None:
+def save(folder: str, model: Sequential, state: TrainingState, best: bool = False,
+         rng: list[RandomState] | None = None) -> str | None:
     """Write `last.ckpt` in `folder` atomically (and `best.ckpt` too when `best`); returns the path.
+    `rng`: every rank's generators (`process_rng` of each, in rank order); by default this process's.
 
     Weights that are no longer finite are never written: the last good checkpoint stays, and None is
     returned. (A step whose loss was finite can still produce inf weights: the loss is computed before
@@ -150,13 +167,16 @@ def save(folder: str, model: Sequential, state: TrainingState, best: bool = Fals
         return None
     optimizer_tensors, optimizer_json = _optimizer_parts(_optimizer(model))
     tensors.update(optimizer_tensors)
-    tensors.update(_rng_tensors())
+    ranks = [process_rng()] if rng is None else rng
+    for rank, (generators, _) in enumerate(ranks):
+        tensors.update({_rng_prefix(rank) + key: value for key, value in generators.items()})
     if state.totals is not None:
         tensors["state/totals"] = state.totals.detach().cpu().contiguous()
     if state.order is not None:
         tensors["state/order"] = state.order.detach().cpu().contiguous()
     tensors.update(_callback_tensors(state.callbacks))
-    config = {"model": model.get_config(), "optimizer": optimizer_json, "rng": _rng_json(),
+    config = {"model": model.get_config(), "optimizer": optimizer_json, "rng": ranks[0][1],
+              "rng_ranks": [saved for _, saved in ranks[1:]],
               "state": {"epoch": state.epoch, "step": state.step, "global_step": state.global_step,
                         "seen": state.seen, "history": state.history, "epochs_done": state.epochs_done,
                         "best": state.best, "fingerprint": state.fingerprint,
@@ -170,15 +190,18 @@ def save(folder: str, model: Sequential, state: TrainingState, best: bool = Fals
     return path
 
 
-def load(folder: str, model: Sequential) -> TrainingState:
+def load(folder: str, model: Sequential, *, rank: int = 0,
+         payload: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> TrainingState:
     """Restore weights, optimizer state and random generators from `folder/last.ckpt`; returns the state.
+    `rank` takes back that rank's generators (rank 0's when the checkpoint has none for it: see
+    `TrainingState.rng_ranks`); `payload` is the file as `read` gave it, read by another process.
 
     Raises:
         FileNotFoundError: no checkpoint in `folder`.
         ValueError: a damaged file (named), or a checkpoint of another architecture.
     """
     path = os.path.join(folder, LAST)
-    tensors, config = _decode(folder)
+    tensors, config = read(folder) if payload is None else payload
     try:
         if config["model"] != model.get_config():
             raise ValueError(f"{path}: the checkpoint is of another architecture than the model being trained")
@@ -197,7 +220,7 @@ def load(folder: str, model: Sequential) -> TrainingState:
         _check_optimizer_state(optimizer_state, optimizer)
         model.load_state_dict(weights)
         optimizer.load_state_dict(optimizer_state)
-        _restore_rng(tensors, config)
+        state.rng_ranks = _restore_rng(tensors, config, rank)
     except ValueError as error:
         if str(error).startswith(path):
             raise
@@ -231,10 +254,12 @@ def _callback_entries(tensors: dict[str, torch.Tensor], saved: list[dict[str, An
 def verify(folder: str) -> None:
     """Check `folder/last.ckpt` is an intact checkpoint (digests, format) without loading it into a model:
     `convnet train --resume` calls this before spending time on the data. ValueError naming the file if not."""
-    _decode(folder)
+    read(folder)
 
 
-def _decode(folder: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read(folder: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`folder/last.ckpt`, checked (digests, format): (tensors, JSON configuration), for `load`. ValueError naming
+    the file for damage (and pointing at `best.ckpt` when there is one)."""
     path = os.path.join(folder, LAST)
     try:
         return decode(path, "checkpoint")

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +28,7 @@ from convnet._internal.checks import check_choice
 from convnet.training.graphs import Capture, CudaGraphCapture, GraphedStep
 
 if TYPE_CHECKING:
+    from convnet.distributed import GradientReducer
     from convnet.losses import Loss
     from convnet.metrics import Metric
     from convnet.models.sequential import Sequential
@@ -136,23 +138,43 @@ def loss_sum(loss: Loss, y: torch.Tensor, outputs: torch.Tensor, logits: bool | 
     return loss.sum(y, outputs, logits=logits, sample_weight=sample_weight)
 
 
+@dataclass(frozen=True)
+class Part:
+    """This rank's slice of a global batch that data-parallel training splits across ranks (`convnet.distributed`).
+
+    A rank differentiates `loss.reduce(its sum, count, weight_sum) + share * penalty`. Summed over the ranks that
+    is the global batch's loss: the reductions are linear in the sum, and the shares add up to 1 (so the penalty,
+    and an activity penalty's mean over each slice, count as in one process). Hence the summed gradients are the
+    global batch's gradient.
+    """
+
+    count: int                              # samples in the global batch
+    share: float                            # this rank's samples / count
+    weight_sum: torch.Tensor | None = None  # the global batch's sample-weight sum (None without weights)
+
+
 def batch_loss(model: Sequential, total: torch.Tensor, count: int,
-               sample_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+               sample_weight: torch.Tensor | None, part: Part | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(the batch's loss as Keras trains on it, what the epoch's "loss" adds up) from `total` = `loss_sum`.
 
     Keras's `compute_loss`: the compiled loss reduced (`Loss.reduce`: total / count by default), plus the
     regularization penalties of the last forward pass (`regularizers.penalty`, Keras's `model.losses`).
     Keras reports the epoch's loss as the batch values averaged weighted by batch size, so the epoch adds
     value * count: `total` itself for a loss that divides by the batch size and no penalty (the same
-    number, without the rounding of a division and a product).
+    number, without the rounding of a division and a product). With a `part` (data-parallel training),
+    `total` is this rank's slice's and the value is this rank's share of the global batch's (see `Part`).
     """
     loss = model.loss
     assert loss is not None, "compile() sets the loss"
-    weight_sum = None if sample_weight is None else sample_weight.sum()
+    share = 1.0
+    if part is None:
+        weight_sum = None if sample_weight is None else sample_weight.sum()
+    else:
+        count, share, weight_sum = part.count, part.share, part.weight_sum
     value = loss.reduce(total, count, weight_sum)
     penalty = regularizers.penalty(model)
     if penalty is not None:
-        value = value + penalty
+        value = value + (penalty if share == 1.0 else penalty * share)
     if penalty is None and loss.reduction in ("sum_over_batch_size", "mean"):
         return value, total
     return value, value * count
@@ -191,6 +213,10 @@ class Engine:
     the first full batch runs eagerly (it creates the optimizer's state), the second is captured, the rest
     replay it; other batches run eagerly. The bookkeeping is `graphs.GraphedStep`; tests set
     `capture_factory` to `graphs.EagerCapture` to run it on a CPU.
+
+    Data-parallel training (`convnet.distributed`) sets a `reducer` for the fit: each step then trains on this
+    rank's `Part` of the global batch, and the reducer's all-reduce runs between the backward pass and the
+    optimizer step (inside the captured graph too); a rank with an empty slice runs `idle_step`.
     """
 
     def __init__(self, model: Sequential, precision: str = "auto", jit: str = "auto", verbose: int = 0):
@@ -210,7 +236,16 @@ class Engine:
         self._weights: torch.Tensor | None = None  # the static sample weights the graph reads
         self._graph_failed = False
         self._eager_full_steps = 0  # full batches run eagerly since the graph (if any) was dropped
+        self._part: Part | None = None  # the part of the global batch the graph was captured for
+        self.reducer: GradientReducer | None = None
         prepare_model(model)
+
+    def set_reducer(self, reducer: GradientReducer | None) -> None:
+        """Sum every step over the ranks with `reducer` (None: one process); a graph captured with another
+        reducer (or none) is dropped."""
+        if reducer is not self.reducer:
+            self.release()
+        self.reducer = reducer
 
     @property
     def use_graphs(self) -> bool:
@@ -228,44 +263,69 @@ class Engine:
         return contextlib.nullcontext()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, set_to_none: bool = True,
-             sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+             sample_weight: torch.Tensor | None = None, part: Part | None = None) -> torch.Tensor:
         """One eager optimisation step. Gradients are zeroed first: set to None, or zeroed in place
         (`set_to_none=False`) where a CUDA graph reads them at their addresses. The gradient is that of
         Keras's batch loss (`batch_loss`): sum(w * loss) / batch size by default (w = 1 without
-        `sample_weight`), plus the layers' regularization penalties."""
+        `sample_weight`), plus the layers' regularization penalties; with a `part`, this rank's share of it,
+        summed over the ranks by the `reducer` before the update."""
         model, optimizer, loss = self.model, self.model.optimizer_, self.model.loss
         assert optimizer is not None and loss is not None, "compile() sets the optimizer and the loss"
         optimizer.zero_grad(set_to_none=set_to_none)
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         total = loss_sum(loss, y, outputs.float(), True if self.fused else None, sample_weight)
-        value, reported = batch_loss(model, total, x.shape[0], sample_weight)
+        value, reported = batch_loss(model, total, x.shape[0], sample_weight, part)
         value.backward()
-        optimizer.step()
+        if self.reducer is None:
+            optimizer.step()
+            with torch.no_grad():
+                return batch_sums(model, reported.detach(), y, outputs.detach().float(), self.fused, sample_weight)
         with torch.no_grad():
-            return batch_sums(model, reported.detach(), y, outputs.detach().float(), self.fused, sample_weight)
+            sums = self.reducer.reduce(batch_sums(model, reported.detach(), y, outputs.detach().float(), self.fused,
+                                                  sample_weight))
+        optimizer.step()
+        return sums
+
+    def idle_step(self, sums: int) -> torch.Tensor:
+        """The step of a rank whose slice of the global batch is empty: no forward pass; it sends zero gradients
+        and zero sums to the all-reduce and takes the same optimizer step as the other ranks."""
+        optimizer = self.model.optimizer_
+        assert optimizer is not None and self.reducer is not None, "an idle step is a data-parallel step"
+        optimizer.zero_grad(set_to_none=self._graph is None)
+        with torch.no_grad():
+            totals = self.reducer.reduce(torch.zeros(sums, dtype=torch.float64, device=self.device))
+        optimizer.step()
+        return totals
 
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.step(x, y, set_to_none=False, sample_weight=self._weights)
+        return self.step(x, y, set_to_none=False, sample_weight=self._weights, part=self._part)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, full_batch: int | None = None,
-                   sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """One optimisation step; `full_batch` is the fit's batch size (graphs serve only full batches);
-        `sample_weight` (N,) weighs each sample's loss. A graph captured with weights reads them from a
-        static tensor of its own (filled before each replay); one captured without has none, so a step
-        of the other kind drops it and captures again."""
+                   sample_weight: torch.Tensor | None = None, part: Part | None = None) -> torch.Tensor:
+        """One optimisation step; `full_batch` is the fit's batch size (this rank's slice of it in data-parallel
+        training: graphs serve only full batches); `sample_weight` (N,) weighs each sample's loss; `part` says
+        which share of a global batch this is (`Part`). A graph captured with weights reads them, and the global
+        weight sum, from static tensors of its own (filled before each replay); one captured without has none, so
+        a step of the other kind drops it and captures again."""
         graph = self._graph
-        if graph is not None and (graph.stale or self._graph_weighted != (sample_weight is not None)):
+        if graph is not None and (graph.stale or self._graph_weighted != (sample_weight is not None)
+                                  or not _same_part(self._part, part)):
             self.release()  # a loaded optimizer state (the graph reads old tensors), or weights come or go
         full = full_batch is not None and x.shape[0] == full_batch
         if full and self._graph is not None:
             if self._weights is not None and sample_weight is not None:
                 self._weights.copy_(sample_weight, non_blocking=True)
+            static_sum = None if self._part is None else self._part.weight_sum
+            if static_sum is not None and part is not None and part.weight_sum is not None:
+                static_sum.copy_(part.weight_sum, non_blocking=True)
             return self._graph(x, y)
         if full and self.use_graphs and self._eager_full_steps > 0:
             assert self.capture_factory is not None and self.model.optimizer_ is not None
             self._graph_weighted = sample_weight is not None
             self._weights = None if sample_weight is None else sample_weight.detach().clone()
+            self._part = None if part is None else Part(part.count, part.share, None if part.weight_sum is None
+                                                        else part.weight_sum.detach().clone())
             try:
                 self._graph = GraphedStep(self.model, self.model.optimizer_, self._graph_step, x, y,
                                           self.capture_factory())
@@ -274,7 +334,7 @@ class Engine:
             else:
                 return self._graph(x, y)
         self._eager_full_steps += full
-        return self.step(x, y, set_to_none=self._graph is None, sample_weight=sample_weight)
+        return self.step(x, y, set_to_none=self._graph is None, sample_weight=sample_weight, part=part)
 
     def _fallback(self, error: Exception) -> None:
         self._graph_failed = True
@@ -291,24 +351,35 @@ class Engine:
             self._graph.release()
             self._graph = None
         self._weights = None
+        self._part = None
         self._eager_full_steps = 0
 
     @torch.no_grad()
-    def eval_batch(self, x: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """The sums of one inference batch (`Scores`' layout), weighted by `sample_weight` where Keras weighs."""
+    def eval_batch(self, x: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None,
+                   part: Part | None = None) -> torch.Tensor:
+        """The sums of one inference batch (`Scores`' layout), weighted by `sample_weight` where Keras weighs;
+        with a `part`, this rank's share of a global batch's sums."""
         model, loss = self.model, self.model.loss
         assert loss is not None, "compile() sets the loss"
         with self.autocast():
             outputs = (model.logits(x.float()) if self.fused else model(x.float()))
         outputs = outputs.float()
         total = loss_sum(loss, y, outputs, True if self.fused else None, sample_weight)
-        _, reported = batch_loss(model, total, x.shape[0], sample_weight)  # the penalty counts, as in Keras
+        _, reported = batch_loss(model, total, x.shape[0], sample_weight, part)  # the penalty counts, as in Keras
         return batch_sums(model, reported, y, outputs, self.fused, sample_weight)
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             return self.model(x.float()).float()
+
+
+def _same_part(captured: Part | None, part: Part | None) -> bool:
+    """Whether a graph captured for `captured` serves `part` (the weight sum is an input it reads)."""
+    if captured is None or part is None:
+        return captured is part
+    return (captured.count, captured.share, captured.weight_sum is None) == (part.count, part.share,
+                                                                             part.weight_sum is None)
 
 
 def describe(engine: Engine) -> dict[str, Any]:

@@ -12,6 +12,13 @@ at the optimizer's iteration count, which goes on across fits; sample and class 
 the weighted metrics (`engine.Scores`); `validation_freq`; one partial batch when `batch_size` exceeds the
 data; the logs every callback gets, History's keys and evaluate's dict are sorted; BackupAndRestore is a
 checkpoint folder resumed from automatically.
+
+When a process group of several processes is initialised (`convnet.distributed`), `fit` trains data-parallel
+with no change to the caller's code: every rank runs this loop on the same arrays, takes its slice of each
+global batch, and the engine's all-reduce makes the ranks' steps one step. The ranks agree at every step on
+whether to stop (Ctrl-C on any of them) and whether a timed checkpoint is due (rank 0's clock), so they stop
+and save at the same step; rank 0 reads and writes the checkpoint files and prints; callbacks that write files
+(ModelCheckpoint, CSVLogger) run on rank 0 only.
 """
 from __future__ import annotations
 
@@ -24,20 +31,20 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
 
-from convnet import optimizers
+from convnet import distributed, optimizers
 from convnet._internal.checks import check_bool, check_float, check_int, describe
 from convnet.augment import apply_variant, tta_variants
-from convnet.callbacks import BackupAndRestore, Callback, History, TerminateOnNaN
+from convnet.callbacks import BackupAndRestore, Callback, CSVLogger, History, ModelCheckpoint, TerminateOnNaN
 from convnet.losses import check_from_logits, from_probabilities, to_probabilities
 from convnet.optimizers import set_rate
 from convnet.training import checkpoint
-from convnet.training.engine import Engine, Scores, batch_loss, batch_sums, loss_sum
+from convnet.training.engine import Engine, Part, Scores, batch_loss, batch_sums, loss_sum
 from convnet.training.inputs import (
     as_inputs,
     as_sample_weights,
@@ -49,6 +56,8 @@ from convnet.training.progress import Progbar, resolve_verbose
 
 if TYPE_CHECKING:
     from convnet.models.sequential import Sequential
+
+T = TypeVar("T")
 
 
 class LazyLogs(Mapping):
@@ -85,10 +94,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _InterruptFlag:
-    """Turns the first SIGINT into a flag checked between steps; a second one interrupts at once."""
+    """Turns the first SIGINT into a flag checked between steps; a second one interrupts at once. `quiet`: say
+    nothing (the ranks > 0 of a data-parallel fit, which torchrun interrupts with rank 0)."""
 
-    def __init__(self) -> None:
-        self.raised = False
+    def __init__(self, quiet: bool = False) -> None:
+        self.raised, self.quiet = False, quiet
         self._previous: Any = None
 
     def __enter__(self) -> _InterruptFlag:
@@ -100,6 +110,8 @@ class _InterruptFlag:
         if self.raised:
             raise KeyboardInterrupt
         self.raised = True
+        if self.quiet:
+            return
         print("\nInterrupted: finishing the current step and saving a checkpoint (Ctrl-C again to abort).",
               file=sys.stderr, flush=True)
 
@@ -183,15 +195,17 @@ class _NanWatch:
     step k, as Keras's does; otherwise it stops after step k + 1, whose update has then been made too.
     Either way `trigger` names step k, and `flush` (called before any checkpoint is written and at the end
     of each epoch) reads every flag in flight, so that no checkpoint is written after a bad step.
+    `wait_for_next` (the ranks of a data-parallel fit on GPUs) never reads a flag early, so that every rank
+    stops after the same step whatever its GPU's pace.
     """
 
-    def __init__(self, guard: TerminateOnNaN, flags: HostFlags | CudaFlags):
-        self.guard, self.flags = guard, flags
+    def __init__(self, guard: TerminateOnNaN, flags: HostFlags | CudaFlags, wait_for_next: bool = False):
+        self.guard, self.flags, self.wait_for_next = guard, flags, wait_for_next
         self.pending: deque[tuple[int, int, FlagCopy]] = deque()
 
     def record(self, epoch: int, step: int, sums: torch.Tensor) -> None:
         self.pending.append((epoch, step, self.flags.copy(~torch.isfinite(sums[0]))))
-        while self.pending and (len(self.pending) > 1 or self.pending[0][2].ready()):
+        while self.pending and (len(self.pending) > 1 or (not self.wait_for_next and self.pending[0][2].ready())):
             self._read_oldest()
 
     def flush(self) -> None:
@@ -231,24 +245,35 @@ class Trainer:
     The learning-rate schedule is read at the optimizer's iteration count, as Keras reads it at
     `optimizer.iterations`: the count is read from the optimizer once, when the fit starts (it persists
     across fits; compile() builds a new optimizer, which starts again at 0), then counted in Python.
+
+    With `ranks` (data-parallel training), `batch_size` is the global batch and this rank trains on its slice
+    (`distributed.shard`); the epoch's sums are the global batch's on every rank (the engine's all-reduce).
     """
 
     def __init__(self, model: Sequential, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, epochs: int,
                  shuffle: bool, callbacks: list[Callback], verbose: int,
                  validation: Validation | None, initial_epoch: int, checkpoint_dir: str | None,
                  checkpoint_interval: float, resume: bool, sample_weight: torch.Tensor | None = None,
-                 validation_freq: int | frozenset[int] = 1, save_every: int | None = None):
+                 validation_freq: int | frozenset[int] = 1, save_every: int | None = None,
+                 ranks: distributed.Collective | None = None):
         self.model, self.x, self.y, self.sample_weight = model, x, y, sample_weight
         self.batch_size, self.epochs, self.shuffle, self.verbose = batch_size, epochs, shuffle, verbose
         self.validation, self.validation_freq = validation, validation_freq
+        self.ranks = ranks
+        self.rank, self.world = (0, 1) if ranks is None else (ranks.rank, ranks.world)
         self.count = x.shape[0]
         self.steps = math.ceil(self.count / batch_size)
+        slice_ = distributed.shard(batch_size, self.world, self.rank)
+        self.local_batch = slice_.stop - slice_.start  # this rank's slice of a full batch
+        if self.rank > 0:  # rank 0 writes the files (ModelCheckpoint's, CSVLogger's) for every rank
+            callbacks = [c for c in callbacks if not isinstance(c, (ModelCheckpoint, CSVLogger))]
         self.history = History()
         self.user_callbacks = callbacks  # their state goes into checkpoints (History's is the state's history)
         self.callbacks = [*callbacks, self.history]  # History last, as Keras, so it records what callbacks add
         self.batch_hooks = [c for c in self.callbacks if c.uses_batch_hooks()]
         nan_guard = next((c for c in callbacks if isinstance(c, TerminateOnNaN)), None)
-        self.nan_watch = None if nan_guard is None else _NanWatch(nan_guard, flag_reader(model.device))
+        self.nan_watch = None if nan_guard is None else _NanWatch(
+            nan_guard, flag_reader(model.device), wait_for_next=ranks is not None and model.device.type == "cuda")
         self.scores = Scores(model)
         self.names = self.scores.names
         self.engine: Engine = model.engine
@@ -268,8 +293,21 @@ class Trainer:
             if sample_weight is not None:  # a weighted run (sample or class weights) resumes with the same weights
                 self.state.fingerprint["sample_weight_sha256"] = checkpoint.tensor_digest(sample_weight)
             self.state.fingerprint["cpu_threads"] = torch.get_num_threads()
-            checkpoint.check_room(checkpoint_dir, model)
-            if resume and checkpoint.exists(checkpoint_dir):
+            if self.world > 1:
+                self.state.fingerprint["world_size"] = self.world
+        if ranks is not None:
+            ranks.check_same("fit settings and data", {
+                "batch_size": batch_size, "epochs": epochs, "shuffle": shuffle, "initial_epoch": initial_epoch,
+                "x shape": tuple(x.shape), "y shape": tuple(y.shape), "checkpoints": checkpoint_dir is not None,
+                "validation": None if validation is None else tuple(validation[0].shape),
+                "data": self.state.fingerprint.get("data_sha256")})
+        if checkpoint_dir is not None:
+            folder = checkpoint_dir
+
+            def prepare() -> bool:  # rank 0's files only: the others may have no such folder (another machine)
+                checkpoint.check_room(folder, model)
+                return checkpoint.exists(folder)
+            if self._on_rank0(prepare) and resume:
                 self._resume()
         assert model.optimizer_ is not None, "fit checks the model has an optimizer"
         self.state.global_step = optimizers.iterations(model.optimizer_)  # Keras's optimizer.iterations
@@ -280,18 +318,42 @@ class Trainer:
         assert self.state.totals is not None, "no epoch in progress"
         return self.state.totals
 
+    def _on_rank0(self, work: Callable[[], T]) -> T:
+        """`work()` on rank 0 only (file reads and writes), its result or error on every rank."""
+        return work() if self.ranks is None else self.ranks.on_rank0(work)
+
     def _resume(self) -> None:
+        """Load the checkpoint: rank 0 reads the file and checks it, then hands it to the other ranks."""
+        if self.ranks is None:
+            self._load(None)
+            return
+        payload = self.ranks.on_rank0(lambda: self._load(None))
+        if self.rank > 0:
+            self._load(payload)
+
+    def _load(self, payload: Any) -> Any:
+        """Load the checkpoint (`payload`: as `checkpoint.read` gave it; None: read it); returns the payload."""
         assert self.checkpoint_dir is not None
         fingerprint = self.state.fingerprint
-        self.state = checkpoint.load(self.checkpoint_dir, self.model)
+        payload = checkpoint.read(self.checkpoint_dir) if payload is None else payload
+        self.state = checkpoint.load(self.checkpoint_dir, self.model, rank=self.rank, payload=payload)
         self.resumed = True
         changed = [key for key in {*fingerprint, *self.state.fingerprint}
                    if self.state.fingerprint.get(key) != fingerprint.get(key)]
         if "cpu_threads" in changed:  # summation order in the conv weight gradient depends on it
             changed.remove("cpu_threads")
-            warnings.warn(f"resuming with {fingerprint['cpu_threads']} CPU threads where the run had "
-                          f"{self.state.fingerprint.get('cpu_threads')}: the result can differ from an "
-                          f"uninterrupted run in the last bits (about 1e-7)", stacklevel=4)
+            if self.rank == 0:
+                warnings.warn(f"resuming with {fingerprint['cpu_threads']} CPU threads where the run had "
+                              f"{self.state.fingerprint.get('cpu_threads')}: the result can differ from an "
+                              f"uninterrupted run in the last bits (about 1e-7)", stacklevel=5)
+        if "world_size" in changed:  # the same samples in the same order: only the sums' rounding and draws differ
+            changed.remove("world_size")
+            if self.rank == 0:
+                warnings.warn(f"resuming with {self.world} process(es) where the run had "
+                              f"{self.state.fingerprint.get('world_size', 1)}: each global batch holds the same "
+                              f"samples, but the gradient sums round differently and the ranks' dropout and "
+                              f"augmentation draw other numbers, so the result differs from an uninterrupted run "
+                              f"(in the last bits without dropout or augmentation)", stacklevel=5)
         if changed:
             raise ValueError(f"cannot resume from {self.checkpoint_dir}: the {', '.join(sorted(changed))} differ "
                              f"from the run that wrote the checkpoint (use the same data and settings, or another "
@@ -305,6 +367,7 @@ class Trainer:
         if self.verbose:
             where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
             print(f"Resuming from {os.path.join(self.checkpoint_dir, checkpoint.LAST)} at {where}", flush=True)
+        return payload
 
     def _restore_callbacks(self) -> None:
         """Give each callback the state the checkpoint kept for it (after `on_train_begin`, which resets it).
@@ -331,7 +394,11 @@ class Trainer:
         for callback in self.user_callbacks:
             values, arrays = callback.get_state()
             self.state.callbacks.append({"class": type(callback).__name__, "values": values, "arrays": arrays})
-        return checkpoint.save(self.checkpoint_dir, self.model, self.state, best=best)
+        if self.ranks is None:
+            return checkpoint.save(self.checkpoint_dir, self.model, self.state, best=best)
+        folder, generators = self.checkpoint_dir, self.ranks.gather_objects(checkpoint.process_rng())
+        # rank 0 writes (atomically); the others wait for it, and learn whether it worked
+        return self.ranks.on_rank0(lambda: checkpoint.save(folder, self.model, self.state, best=best, rng=generators))
 
     def run(self) -> History:
         model, state = self.model, self.state
@@ -346,15 +413,33 @@ class Trainer:
             callback.on_train_begin()
         if self.resumed:
             self._restore_callbacks()
+        if self.ranks is not None:
+            self._start_ranks()
         try:
-            with _InterruptFlag() as interrupt:
+            with _InterruptFlag(quiet=self.rank > 0) as interrupt:
                 while state.epoch < self.epochs and not model.stop_training:
                     self._epoch(interrupt)
         finally:
             model.eval()
+            self.engine.set_reducer(None)
         for callback in self.callbacks:
             callback.on_train_end()
         return self.history
+
+    def _start_ranks(self) -> None:
+        """Make the ranks one: a fresh fit takes rank 0's weights and buffers (as DistributedDataParallel does), and
+        the ranks > 0 get generators of their own (a resume at the run's world size restored theirs); the engine
+        sums every step over the ranks."""
+        ranks = self.ranks
+        assert ranks is not None
+        if not self.resumed:
+            for tensor in [*self.model.parameters(), *self.model.buffers()]:
+                copy = ranks.broadcast_(tensor.detach().contiguous())  # a channels_last kernel is sent as NCHW
+                with torch.no_grad():
+                    tensor.copy_(copy)
+        if not self.resumed or self.state.rng_ranks != self.world:
+            ranks.decorrelate_generators()
+        self.engine.set_reducer(distributed.GradientReducer(ranks, self.model, self.scores.size))
 
     def _epoch(self, interrupt: _InterruptFlag) -> None:
         epoch = self.state.epoch
@@ -375,9 +460,18 @@ class Trainer:
         if self.verbose:
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
         if state.step == 0:
-            state.order = torch.randperm(self.count, device=device) if self.shuffle else None
+            state.order = self._order(device) if self.shuffle else None
             state.totals = torch.zeros(self.scores.size, dtype=torch.float64, device=device)
             state.seen = 0
+
+    def _order(self, device: torch.device) -> torch.Tensor:
+        """The epoch's shuffling order: drawn from rank 0's generator, as one process draws it, and sent to the
+        other ranks (which draw nothing for it)."""
+        if self.ranks is None:
+            return torch.randperm(self.count, device=device)
+        if self.rank == 0:
+            return self.ranks.broadcast_(torch.randperm(self.count, device=device))
+        return self.ranks.broadcast_(torch.empty(self.count, dtype=torch.int64, device=device))
 
     def _steps(self, epoch: int, progbar: Progbar, interrupt: _InterruptFlag) -> None:
         """The epoch's remaining steps; stops early on Ctrl-C (raises) or when a callback stops training."""
@@ -387,6 +481,9 @@ class Trainer:
         for step in range(state.step, self.steps):
             for callback in self.batch_hooks:
                 callback.on_train_batch_begin(step, {})
+            reducer = self.engine.reducer
+            if reducer is not None and reducer.with_control:  # the flags travel with this step's all-reduce
+                reducer.control = (interrupt.raised, self.rank == 0 and self._time_due(last_save))
             sums = self._train_step(step)
             if nan_watch is not None:
                 nan_watch.record(epoch, step, sums)
@@ -396,21 +493,36 @@ class Trainer:
                     callback.on_train_batch_end(step, logs)
             if progbar.due():
                 progbar.update(step + 1, _sorted(self.scores.means(self.totals, state.seen)))
-            if interrupt.raised:
+            interrupted, time_due = self._agreed(interrupt, last_save)
+            if interrupted:
                 self._interrupted(epoch, step, progbar)
-            if step + 1 < self.steps and not self.model.stop_training and self._save_due(last_save):
+            if step + 1 < self.steps and not self.model.stop_training and (time_due or self._every_due()):
                 last_save = self._save_periodically(last_save)  # reads the NaN flags in flight: may stop
             if self.model.stop_training:
                 break
         if nan_watch is not None:
             nan_watch.flush()
 
-    def _save_due(self, last_save: float) -> bool:
-        """A mid-epoch checkpoint is due: `checkpoint_interval` seconds since the last, or (BackupAndRestore's
-        save_freq) the run's step count is a multiple of `save_every`."""
+    def _time_due(self, last_save: float) -> bool:
+        """`checkpoint_interval` seconds have passed since the last checkpoint (by this process's clock)."""
+        return time.monotonic() - last_save >= self.checkpoint_interval
+
+    def _every_due(self) -> bool:
+        """BackupAndRestore's save_freq: the run's step count is a multiple of `save_every`."""
         position = self.state.epoch * self.steps + self.state.step  # steps of this run, resumes included
-        return (time.monotonic() - last_save >= self.checkpoint_interval
-                or (self.save_every is not None and position % self.save_every == 0))
+        return self.save_every is not None and position % self.save_every == 0
+
+    def _agreed(self, interrupt: _InterruptFlag, last_save: float) -> tuple[bool, bool]:
+        """(stop: Ctrl-C was pressed, a timed checkpoint is due), the same on every rank: interrupted on any rank,
+        due by rank 0's clock. They came with the step's all-reduce on a CPU; on a GPU they are agreed on the
+        CPU group, which does not wait for the device."""
+        if self.ranks is None:
+            return interrupt.raised, self._time_due(last_save)
+        reducer = self.engine.reducer
+        if reducer is not None and reducer.with_control:
+            return reducer.agreed
+        interrupted, due = self.ranks.any(interrupt.raised, self.rank == 0 and self._time_due(last_save))
+        return interrupted, due
 
     def _train_step(self, step: int) -> torch.Tensor:
         """One optimizer step on batch `step` of the epoch's order; adds its sums to the epoch's totals."""
@@ -418,15 +530,34 @@ class Trainer:
         start = step * self.batch_size
         index = (slice(start, start + self.batch_size) if state.order is None
                  else state.order[start:start + self.batch_size])
+        count = min(self.batch_size, self.count - start)  # samples in this (global) batch
         if self.schedule is not None:  # Keras: the schedule at optimizer.iterations, the steps taken so far
             set_rate(cast(torch.optim.Optimizer, self.model.optimizer_), self.schedule(state.global_step))
         weights = None if self.sample_weight is None else self.sample_weight[index]
-        sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size,
-                                      sample_weight=weights)
+        if self.ranks is None:
+            sums = self.engine.train_step(self.x[index], self.y[index], full_batch=self.batch_size,
+                                          sample_weight=weights)
+        else:
+            sums = self._rank_step(index, count, weights)
         self.totals.add_(sums)
-        state.seen += min(self.batch_size, self.count - start)
+        state.seen += count
         state.step, state.global_step = step + 1, state.global_step + 1
         return sums
+
+    def _rank_step(self, index: slice | torch.Tensor, count: int, weights: torch.Tensor | None) -> torch.Tensor:
+        """This rank's part of the step on the global batch `index` of `count` samples: its slice, its share of the
+        loss (`engine.Part`); a rank whose slice is empty still takes part. Returns the global batch's sums."""
+        mine = distributed.shard(count, self.world, self.rank)
+        if mine.start == mine.stop:
+            return self.engine.idle_step(self.scores.size)
+        part = Part(count, (mine.stop - mine.start) / count, None if weights is None else weights.sum())
+        if isinstance(index, slice):
+            assert index.start is not None
+            local: slice | torch.Tensor = slice(index.start + mine.start, index.start + mine.stop)
+        else:
+            local = index[mine]
+        return self.engine.train_step(self.x[local], self.y[local], full_batch=self.local_batch,
+                                      sample_weight=None if weights is None else weights[mine], part=part)
 
     def _interrupted(self, epoch: int, step: int, progbar: Progbar) -> NoReturn:
         """After Ctrl-C: a checkpoint (unless the weights diverged), then `TrainingInterrupted`."""
@@ -461,7 +592,8 @@ class Trainer:
         logs = self.scores.means(self.totals, self.state.seen)
         if self.validation is not None and self._validates(epoch):
             x_val, y_val, w_val = self.validation
-            val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256), sample_weight=w_val)
+            val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256), sample_weight=w_val,
+                                    ranks=self.ranks)
             logs.update({f"val_{name}": value for name, value in val.items()})
             self.model.train()
         return _sorted(logs)
@@ -498,12 +630,18 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     batch per epoch; schedules continue across fits; the logs and History's keys are sorted.
     A `BackupAndRestore` among the callbacks makes its `backup_dir` the checkpoint folder, resumed from when
     it holds a checkpoint and deleted after a fit that ends without an error (with `delete_checkpoint`).
+    Under an initialised process group of several processes, every process calls `fit` with the same arguments
+    and it trains data-parallel (`convnet.distributed`): `batch_size` is the global batch, which must divide
+    into equal slices; only rank 0 prints.
     """
     require_compiled(model, "fit")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
+    ranks = _collective(model, batch_size) if distributed.is_distributed() else None
     epochs = check_int("epochs", epochs, minimum=1)
     initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0, maximum=epochs - 1)
     verbose = resolve_verbose(verbose)
+    if ranks is not None and ranks.rank > 0:
+        verbose = 0  # rank 0 alone prints
     validation_split = check_float("validation_split", validation_split, minimum=0.0, maximum=1.0,
                                    include_max=False)
     shuffle = check_bool("shuffle", shuffle)
@@ -560,11 +698,25 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                       checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
                       checkpoint_interval=checkpoint_interval, resume=resume,
                       sample_weight=None if w_t is None else w_t.to(device), validation_freq=validation_freq,
-                      save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq))
+                      save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
+                      ranks=ranks)
     history = trainer.run()
-    if backup is not None and backup.delete_checkpoint and os.path.isdir(backup.backup_dir):
+    if (backup is not None and backup.delete_checkpoint and (ranks is None or ranks.rank == 0)
+            and os.path.isdir(backup.backup_dir)):
         shutil.rmtree(backup.backup_dir)  # Keras deletes the backup once fit completes (not after an error)
     return history
+
+
+def _collective(model: Sequential, batch_size: int) -> distributed.Collective:
+    """The process group's communication for a data-parallel fit, after checking that the batch splits into equal
+    slices and that each rank trains on its own GPU."""
+    distributed.check_batch_size(batch_size, distributed.world_size())
+    device = model.device
+    if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+        raise ValueError(f"rank {distributed.rank()} trains on {device}, but its GPU is cuda:"
+                         f"{torch.cuda.current_device()} (LOCAL_RANK): compile with device='cuda' or 'auto', which "
+                         f"mean this rank's GPU after convnet.distributed.init()")
+    return distributed.Collective(device)
 
 
 def _backup(callbacks: list[Callback]) -> BackupAndRestore | None:
@@ -630,38 +782,60 @@ def tta_outputs(model: Sequential, x: torch.Tensor, variants: list[str]) -> torc
 
 @torch.no_grad()
 def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      progbar: Progbar | None = None, tta: Any = None,
-                      sample_weight: torch.Tensor | None = None) -> dict[str, float]:
-    """Loss and metrics over (x, y) by name, in compile's order ("loss" first), weighted as `Scores` says."""
+                      progbar: Progbar | None = None, tta: Any = None, sample_weight: torch.Tensor | None = None,
+                      ranks: distributed.Collective | None = None) -> dict[str, float]:
+    """Loss and metrics over (x, y) by name, in compile's order ("loss" first), weighted as `Scores` says.
+    With `ranks`, each rank scores its slice of every batch and the sums are added up over the ranks: every
+    sample counts once."""
     model.eval()
     engine, loss = model.engine, model.loss
     assert loss is not None, "evaluate needs a compiled model"
     scores = Scores(model)
     totals = torch.zeros(scores.size, dtype=torch.float64, device=model.device)
     variants = tta_variants(tta)
+    seen = 0  # samples scored by this process
     for step, index in enumerate(_batch_slices(x.shape[0], batch_size)):
         xb, yb = x[index], y[index]
         wb = None if sample_weight is None else sample_weight[index]
+        part = None
+        if ranks is not None:
+            mine = distributed.shard(xb.shape[0], ranks.world, ranks.rank)
+            part = Part(xb.shape[0], (mine.stop - mine.start) / xb.shape[0], None if wb is None else wb.sum())
+            xb, yb, wb = xb[mine], yb[mine], None if wb is None else wb[mine]
+            if xb.shape[0] == 0:
+                continue
         if len(variants) == 1:
-            totals += engine.eval_batch(xb, yb, wb)
+            totals += engine.eval_batch(xb, yb, wb, part)
         else:  # outputs of the model's own kind (see tta_outputs), scored as the loss takes them
             outputs = tta_outputs(model, xb, variants)
-            _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, wb), xb.shape[0], wb)
+            _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, wb), xb.shape[0], wb, part)
             totals += batch_sums(model, reported, yb, outputs, None, wb)
+        seen += xb.shape[0]
         if progbar is not None and progbar.due():
-            progbar.update(step + 1, scores.means(totals, min((step + 1) * batch_size, x.shape[0])))
+            progbar.update(step + 1, scores.means(totals, seen))  # this process's share, until the end
+    if ranks is not None:
+        ranks.sum_(totals)
     return scores.means(totals, x.shape[0])
 
 
 def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
-             return_dict: bool = False, tta: Any = None,
-             sample_weight: Any = None) -> float | list[float] | dict[str, float]:
+             return_dict: bool = False, tta: Any = None, sample_weight: Any = None,
+             across_ranks: bool = False) -> float | list[float] | dict[str, float]:
     """Keras's `evaluate` (see `Sequential.evaluate`); `sample_weight` weighs the loss and the weighted
     metrics as in `fit`. As Keras 3's: the dict (`return_dict=True`) has sorted keys, the list holds the
-    loss, then the metrics in compile's order."""
+    loss, then the metrics in compile's order.
+
+    `across_ranks`: under a process group of several processes, split the work (each rank scores its slice of
+    every batch, the sums are added up over the ranks): every rank must then call it, with the same arrays.
+    Without it each process scores all of (x, y) by itself, so rank 0 alone may call it.
+    """
     require_compiled(model, "evaluate")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
+    across_ranks = check_bool("across_ranks", across_ranks)
+    ranks = distributed.Collective(model.device) if across_ranks and distributed.is_distributed() else None
     verbose = resolve_verbose(verbose)
+    if ranks is not None and ranks.rank > 0:
+        verbose = 0  # rank 0 alone prints
     x_t = as_inputs(model, x)
     if not model.built:
         model.build(tuple(x_t.shape[1:]))
@@ -672,7 +846,7 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     progbar = Progbar(math.ceil(x_t.shape[0] / batch_size), verbose)
     tta_variants(tta)  # checks the argument before any work
     results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar, tta,
-                                None if w_t is None else w_t.to(device))
+                                None if w_t is None else w_t.to(device), ranks)
     progbar.finish(_sorted(results))
     if return_dict:  # Keras 3 returns `pythonify_logs(logs)`: sorted keys; the list keeps compile's order
         return _sorted(results)
