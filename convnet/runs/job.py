@@ -6,6 +6,9 @@
 A run folder holds `model.convnet`, `history.csv`, `history.json`, `metrics.json` and `config.json`. The
 settings (`TrainConfig`, its choices, `load_config`) live in the torch-free `convnet.runs.config` and are
 re-exported here.
+
+Started by torchrun (`convnet train --nproc-per-node N`), every process runs `train` and `fit` trains
+data-parallel (`convnet.distributed`); rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from convnet import callbacks as callbacks_module
-from convnet import schedules, zoo
+from convnet import distributed, schedules, zoo
 from convnet._internal.checks import check_choice
 from convnet._internal.files import atomic_write, probe_folder
 from convnet.runs.config import AUGMENTATIONS, CONFIG_FILE, PRECISIONS, RECIPES, TrainConfig, load_config
@@ -102,19 +105,30 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbac
     `checkpoint_minutes` within one); with `resume`, training continues from the last one. `callbacks` are
     added to the run's own (a CSV logger and a NaN guard), after them.
 
+    In a process started by torchrun, `train` joins its process group (`distributed.init`) and trains
+    data-parallel; only rank 0 writes the run folder, and `metrics.json` records the world size, the backend
+    and the batch per rank.
+
     Raises:
         ValueError: bad settings, an unwritable folder or a full disk, before any training starts.
         convnet.training.TrainingInterrupted: Ctrl-C; a checkpoint was saved first.
     """
     from convnet import losses, optimizers
     from convnet.datasets import get_dataset
+    from convnet.training import loop
     config.validate()
-    folder = prepare_folder(config.out or default_folder(config))
-    if not resume:
-        _write_json(os.path.join(folder, CONFIG_FILE), dataclasses.asdict(config))
-    resumed = resume and checkpoint.exists(os.path.join(folder, CHECKPOINTS))
-    if resumed:
-        checkpoint.verify(os.path.join(folder, CHECKPOINTS))  # a damaged file is refused before the data loads
+    distributed.init(device=config.device)  # nothing to do outside torchrun
+    folder = distributed.broadcast_object(config.out or default_folder(config))  # rank 0's clock names it
+
+    def prepare() -> bool:  # rank 0's files; the others wait, and share its answer or its error
+        prepare_folder(folder)
+        if not resume:
+            _write_json(os.path.join(folder, CONFIG_FILE), dataclasses.asdict(config))
+        found = resume and checkpoint.exists(os.path.join(folder, CHECKPOINTS))
+        if found:
+            checkpoint.verify(os.path.join(folder, CHECKPOINTS))  # a damaged file is refused before the data loads
+        return found
+    resumed = distributed.on_rank0(prepare)
     set_random_seed(config.seed)
     x_train, y_train, x_val, y_val, x_test, y_test = load_split(config)
     dataset = get_dataset(config.dataset)
@@ -137,16 +151,24 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbac
                         checkpoint_dir=os.path.join(folder, CHECKPOINTS), resume=resume,
                         checkpoint_interval=config.checkpoint_minutes * 60)
     train_seconds = time.perf_counter() - started
-    _write_json(os.path.join(folder, "history.json"), history.history)
+    first = distributed.rank() == 0
+    if first:
+        _write_json(os.path.join(folder, "history.json"), history.history)
     if nan_guard.stopped_at is not None:
         return RunResult(folder=folder, model=model, history=history.history, diverged_at=nan_guard.stopped_at)
-    test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    model.save(os.path.join(folder, "model.convnet"))
+    # every rank scores its slice of the test set; the sums are added up over the ranks
+    test_loss, test_accuracy = cast(list, loop.evaluate(cast(Any, model), x_test, y_test, batch_size=512, verbose=0,
+                                                        across_ranks=True))
+    world = distributed.world_size()
     metrics = {"test_loss": test_loss, "test_accuracy": test_accuracy, "train_seconds": round(train_seconds, 2),
                "resumed": resumed,
                "epochs_run": len(history.epoch), "train_images": len(x_train), "val_images": len(x_val),
-               "test_images": len(x_test), "device": str(model.device), "environment": environment()}
-    _write_json(os.path.join(folder, "metrics.json"), metrics)
+               "test_images": len(x_test), "device": str(model.device), "world_size": world,
+               "backend": distributed.backend(), "per_rank_batch": config.batch_size // world,
+               "environment": environment()}
+    if first:
+        model.save(os.path.join(folder, "model.convnet"))
+        _write_json(os.path.join(folder, "metrics.json"), metrics)
     return RunResult(folder=folder, model=model, history=history.history, metrics=metrics)
 
 
