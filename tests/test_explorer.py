@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import doctest
 import io
 import os
 import re
@@ -110,6 +111,12 @@ def error_of(response, status: int) -> str:
     return body["error"]
 
 
+@pytest.mark.parametrize("module", ["inputs", "playground", "session"])
+def test_docstring_examples_run(module):
+    import importlib
+    assert doctest.testmod(importlib.import_module(f"convnet.explorer.{module}")).failed == 0
+
+
 def test_model_describes_each_layer_as_the_layer_table(client, explorer):
     info = client.get("/api/model").json()
     model = explorer.model
@@ -182,10 +189,13 @@ def test_featuremaps_are_the_layers_maps_scaled_per_map(client, explorer):
         maps = expected[layer["name"]]  # (h, w, K)
         assert layer["shape"] == list(maps.shape) and layer["shown"] == maps.shape[2]
         low, high = maps.min(axis=(0, 1)), maps.max(axis=(0, 1))
+        flat = high <= low  # a constant map (c5's are 1x1) is scaled by the layer's range
+        low, high = np.where(flat, maps.min(), low), np.where(flat, maps.max(), high)
         assert layer["min"] == pytest.approx(low.tolist()) and layer["max"] == pytest.approx(high.tolist())
-        span = np.where(high > low, high - low, 1)
-        reference = np.where(high > low, (maps - low) / span * 255, 0).transpose(2, 0, 1)  # (K, h, w)
+        reference = ((maps - low) / (high - low) * 255).transpose(2, 0, 1)  # (K, h, w)
         assert np.abs(unpack(layer["maps"], "uint8") - reference).max() <= 0.51
+    c5 = unpack(answer["layers"][-1]["maps"], "uint8")  # (120, 1, 1)
+    assert c5.min() == 0 and c5.max() == 255
     one = client.post("/api/featuremaps", data={"sample": "test-3", "layers": "c3", "max_maps": "4"}).json()
     assert [(layer["name"], layer["shown"]) for layer in one["layers"]] == [("c3", 4)]
     assert error_of(client.post("/api/featuremaps", data={"sample": "test-3", "layers": "flatten"}), 400).startswith(

@@ -115,11 +115,20 @@ def pack_float32(array: np.ndarray) -> dict[str, Any]:
 
 
 def normalised_maps(maps: np.ndarray) -> tuple[np.ndarray, list[float], list[float]]:
-    """Feature maps (h, w, K) as uint8 (K, h, w), each map scaled from its own min..max to 0..255 (a constant
-    map is 0), with the minima and maxima (K each)."""
+    """Feature maps (h, w, K) as uint8 (K, h, w), each map scaled from its own min..max to 0..255, with the
+    ranges used (K minima, K maxima). A constant map (a 1x1 map, say) is scaled by the layer's range instead, so
+    that 1x1 maps still show which units are strong; a constant layer is all 0.
+
+        >>> planes, low, high = normalised_maps(np.array([[[0.0, 1.0], [2.0, 1.0]]]))   # (1, 2, 2): h=1, w=2, K=2
+        >>> planes.tolist(), low, high
+        ([[[0, 255]], [[128, 128]]], [0.0, 0.0], [2.0, 2.0])
+    """
     planes = np.moveaxis(maps.astype(np.float32), -1, 0)  # (h, w, K) -> (K, h, w)
     low = planes.min(axis=(1, 2), keepdims=True)  # (K, 1, 1)
-    span = planes.max(axis=(1, 2), keepdims=True) - low
+    high = planes.max(axis=(1, 2), keepdims=True)
+    flat = high <= low
+    low = np.where(flat, planes.min(), low)  # a constant map: the layer's range
+    high = np.where(flat, planes.max(), high)
+    span = high - low
     scaled = np.where(span > 0, (planes - low) * (255 / np.where(span > 0, span, 1)), 0)
-    return (np.round(scaled).astype(np.uint8), [float(v) for v in low.ravel()],
-            [float(v) for v in (low + span).ravel()])
+    return np.round(scaled).astype(np.uint8), [float(v) for v in low.ravel()], [float(v) for v in high.ravel()]

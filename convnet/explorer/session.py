@@ -5,7 +5,7 @@ as plain dicts: `convnet.explorer.app` only parses requests and sends these back
     >>> explorer = Explorer(zoo.get("lenet5"), source="preset lenet5")
     >>> info = explorer.model_info()
     >>> info["input_shape"], [layer["name"] for layer in info["layers"]][:3]
-    ([None, 28, 28, 1], ['c1', 's2', 'c3'])
+    ([None, 28, 28, 1], ['input_layer', 'c1', 's2'])
 
 An Explorer is not thread-safe (inspection runs the shared model with hooks): the app calls it from one worker
 thread. Every method checks its arguments and raises ValueError or TypeError saying what is wrong, and

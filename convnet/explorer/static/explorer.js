@@ -12,6 +12,7 @@ const state = {
   run: null,            // GET /api/run answer
   testOffset: 0,
   sequence: 0,          // increases with each new input: answers for an older input are dropped
+  latest: {},           // per view, the number of its last request: an answer to an older one is dropped
 };
 const SHOWN_MAPS = 32;  // maps drawn per layer before "show all"
 const INPUT_VIEW = 224; // CSS pixels of the input view (the model's input, scaled up)
@@ -35,6 +36,10 @@ function setStatus(message, isError = false) {
   status.classList.toggle("error", Boolean(isError));
   if (isError) status.dataset.testid = "error"; else status.dataset.testid = "status";
 }
+
+// a request number for `view`; `current(view, n)` says whether n is still the view's latest request
+function ticket(view) { state.latest[view] = (state.latest[view] || 0) + 1; return state.latest[view]; }
+function current(view, n) { return state.latest[view] === n; }
 
 async function api(path, options = {}) {
   const response = await fetch(path, options);
@@ -417,9 +422,10 @@ async function clickUnit(event) {
   const cell = box.width / canvas.width;
   Object.assign(unit.style, {left: `${col * cell}px`, top: `${row * cell}px`, width: `${cell}px`, height: `${cell}px`});
   unit.hidden = false;
+  const n = ticket("field");
   try {
     const answer = await api(`/api/receptive-field/${layerPath(layer)}?row=${row}&col=${col}`);
-    showReceptiveField(answer);
+    if (current("field", n)) showReceptiveField(answer);
   } catch (error) {
     setStatus(error.message, true);
   }
@@ -444,8 +450,10 @@ function showReceptiveField(answer) {
 // -- 5. filters -------------------------------------------------------------------------------------------------------
 async function showFilters(layer) {
   if (!layer) return;
+  const n = ticket("filters");
   try {
     const answer = await api(`/api/filters/${layerPath(layer)}?max_filters=64&max_channels=8`);
+    if (!current("filters", n)) return;
     const [kh, kw, channelsIn, count] = answer.shape;
     const values = floats(answer.kernel.data);
     const [, , c, f] = answer.kernel.shape;
@@ -497,11 +505,13 @@ async function explainInput(sequence = state.sequence) {
   if (method === "grad_cam") extra.layer = $("explain-layer").value;
   if ($("explain-class").value !== "") extra.class_index = $("explain-class").value;
   $("explain-layer").disabled = method !== "grad_cam";
+  const n = ticket("explain");
   try {
     const answer = await api("/api/explain", {method: "POST", body: inputForm(extra)});
-    if (sequence !== state.sequence) return;
+    if (sequence !== state.sequence || !current("explain", n)) return;
     state.explanation = answer;
     drawExplanation();
+    if ($("status").classList.contains("error")) setStatus("");  // an earlier refusal no longer applies
   } catch (error) {
     if (sequence === state.sequence) setStatus(error.message, true);
   }
@@ -701,6 +711,17 @@ function setKernel(preset) {
   schedulePlayground();
 }
 
+// "vertical" or "horizontal" for the seed's presets, else "custom"
+function kernelName(kernel) {
+  const middle = (KERNEL - 1) / 2;
+  for (const name of ["vertical", "horizontal"]) {
+    const same = kernel.every((row, i) => row.every((v, j) =>
+      v === ((name === "vertical" ? j : i) === middle ? 1 : 0)));
+    if (same) return name;
+  }
+  return "custom";
+}
+
 function schedulePlayground() {
   clearTimeout(playgroundTimer);
   playgroundTimer = setTimeout(runPlayground, 120);
@@ -712,12 +733,16 @@ async function runPlayground() {
   for (const cell of kernelCells()) kernel[Number(cell.dataset.row)][Number(cell.dataset.col)] = Number(cell.value) || 0;
   const body = {sample: $("pg-sample").value || "photo-china", kernel, stride: Number($("pg-stride").value),
     padding: $("pg-padding").value};
+  const n = ticket("playground");
   try {
     const answer = await api("/api/playground", {method: "POST", headers: {"content-type": "application/json"},
       body: JSON.stringify(body)});
+    if (!current("playground", n)) return;
     const {height, width} = answer.output;
     const canvas = $("pg-output");
     drawGray(canvas, bytes(answer.output.pixels.data), height, width);
+    canvas.dataset.kernel = kernelName(kernel);
+    canvas.dataset.stride = answer.stride;
     canvas.style.width = `${Math.min(360, width * 360 / answer.input.width)}px`;
     $("pg-size").textContent = `Input ${answer.input.height}x${answer.input.width} (height x width) -> output ` +
       `${height}x${width}, stride ${answer.stride}, ${answer.padding} padding`;
