@@ -645,3 +645,24 @@ def test_a_real_uvicorn_process_serves_the_api_and_stops_on_ctrl_c(run_dir):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_32_clients_for_20_seconds_without_a_failure_and_with_flat_memory():
+    """benchmarks/explorer_load.py's load phase: 32 clients sending predict and feature-map requests back to back
+    for 20 s to a real server process holding the seed CNN. Its latency figures are printed (run with -s)."""
+    import importlib.util
+    pytest.importorskip("httpx")
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "explorer_load.py"
+    spec = importlib.util.spec_from_file_location("explorer_load", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.run_benchmark(clients=32, seconds=20.0, runs=10)
+    print(bench.report(figures))
+    load = figures["load"]
+    assert load["failures"] == [] and load["requests"] > 100
+    assert {name: item["n"] > 0 for name, item in load["latency"].items()} == {"predict": True, "featuremaps": True}
+    memory = load["memory_mb"]
+    assert memory["last_quarter"] - memory["first_quarter"] < max(0.05 * memory["first_quarter"], 20), memory
+    assert memory["max"] - memory["start"] < 100, memory
