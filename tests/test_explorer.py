@@ -50,12 +50,12 @@ SHAPES = ["square", "circle", "triangle", "cross", "diagonal cross", "horizontal
 
 
 def explorer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run folder (LeNet-5 on the synthetic shapes, 600 training images, 1 epoch, 200 test images),
+    """A real run folder (LeNet-5 on the synthetic shapes, 600 training images, 3 epochs, 200 test images),
     written once per session by `runs.train`; test_explorer_browser.py uses it too."""
     folder = tmp_path_factory.getbasetemp() / "explorer-run"
     if not (folder / "metrics.json").exists():
         from convnet.runs.job import TrainConfig, train
-        train(TrainConfig(model="lenet5", dataset="shapes", epochs=1, limit=600, val_size=100, test_limit=200,
+        train(TrainConfig(model="lenet5", dataset="shapes", epochs=3, limit=600, val_size=100, test_limit=200,
                           out=str(folder), verbose=0, device="cpu"))
     return folder
 
@@ -585,6 +585,8 @@ def test_serve_binds_where_told_and_warns_off_loopback(monkeypatch, capsys, expl
 def test_bind_refuses_a_port_in_use():
     first = explorer_server.bind("127.0.0.1", 0)
     try:
+        import socket
+        assert first.proto == socket.IPPROTO_TCP  # so asyncio sets TCP_NODELAY on each connection
         port = first.getsockname()[1]
         with pytest.raises(ValueError, match=rf"cannot listen on 127.0.0.1 port {port}: .*pass another --port"):
             explorer_server.bind("127.0.0.1", port)

@@ -274,6 +274,9 @@ def test_explanations_are_overlaid(page, shots):
     page.select_option("[data-testid=explain-method]", "grad_cam")
     page.select_option("[data-testid=explain-layer]", "c1")
     page.wait_for_function("document.querySelector('[data-testid=explain-text]').textContent.includes('at layer c1')")
+    page.select_option("[data-testid=explain-class]", "2")  # any class, not only the predicted one
+    page.wait_for_function("document.querySelector('[data-testid=explain-text]').textContent.startsWith("
+                           "'Grad-CAM for triangle')")
     screenshot(page.locator("#explain"), shots, "explanations")
 
 
@@ -288,6 +291,10 @@ def test_run_view_and_a_mistake_loads_as_the_input(page, api, shots):
     assert mistakes.count() == len(run["mistakes"])
     screenshot(page.locator("#run"), shots, "run")
     chosen = run["mistakes"][1]
+    page.locator(f"[data-testid=confusion-cell][data-row='{chosen['true']}'][data-col='{chosen['predicted']}']").click()
+    pair = [m["id"] for m in run["mistakes"] if (m["true"], m["predicted"]) == (chosen["true"], chosen["predicted"])]
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=mistake]').length === n", arg=len(pair))
+    assert [mistakes.nth(i).get_attribute("data-sample-id") for i in range(len(pair))] == pair
     page.locator(f"[data-testid=mistake][data-sample-id={chosen['id']}]").click()
     wait_for_label(page, chosen["id"])
     wait_for_prediction(page, run["class_names"][chosen["predicted"]])

@@ -126,7 +126,7 @@ function drawPixels(canvas, packed) {
 }
 
 // -- 1. the network -------------------------------------------------------------------------------------------
-const NODE_W = 210, NODE_H = 40, GAP_X = 24, GAP_Y = 26;
+const NODE_W = 270, NODE_H = 40, GAP_X = 24, GAP_Y = 26;
 
 function layout(layers) {
   const top = layers.filter((layer) => layer.nested_in === null);
