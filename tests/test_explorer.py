@@ -582,6 +582,22 @@ def test_serve_binds_where_told_and_warns_off_loopback(monkeypatch, capsys, expl
     assert ("other machines can connect" in error) is warned
 
 
+def test_serve_announces_the_url_and_opens_the_browser(monkeypatch, explorer):
+    import webbrowser
+
+    import uvicorn
+    opened, announced = [], []
+
+    def run(self, sockets=None):
+        self.started = True
+        time.sleep(0.3)  # the server "runs" while the announcing thread sees it started
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    explorer_server.serve(explorer, port=0, announce=announced.append)
+    assert len(announced) == 1 and opened == re.findall(r"http://127\.0\.0\.1:\d+/", announced[0])
+    assert announced[0].startswith(f"convnet explore: {explorer.source} at ")
+
+
 def test_bind_refuses_a_port_in_use():
     first = explorer_server.bind("127.0.0.1", 0)
     try:

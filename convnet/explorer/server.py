@@ -112,4 +112,5 @@ def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, open_br
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it has shut down
         pass
     finally:
+        server.should_exit = True  # ends the thread waiting to announce, had the server never started
         sock.close()

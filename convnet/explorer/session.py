@@ -83,7 +83,7 @@ class Explorer:
 
     def __init__(self, model: Any, source: str = "", run: RunData | None = None, untrained: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
-        from convnet.inspection.explain import check_model
+        from convnet.inspection.explain import check_model, spatial_layers
         from convnet.models.model import sample_shape
         self.model = check_model(model)
         shape = sample_shape(self.model)
@@ -97,6 +97,7 @@ class Explorer:
         self.scale = float((self.model.metadata.get("preprocessing") or {}).get("scale", 1.0))
         names = self.model.metadata.get("class_names")
         self.class_names: list[str] | None = [str(name) for name in names] if isinstance(names, (list, tuple)) else None
+        self._spatial_layers = spatial_layers(self.model)  # the layers with (h, w, K) maps, in order
         self._photos: dict[str, ArrayImage] = {}
         self._png: dict[str, bytes] = {}
         self._info: dict[str, Any] | None = None
@@ -204,8 +205,7 @@ class Explorer:
         return self._info
 
     def _spatial(self) -> list[str]:
-        from convnet.inspection.explain import spatial_layers
-        return spatial_layers(self.model)
+        return list(self._spatial_layers)
 
     def _classes(self) -> int | None:
         shape = self.model.outputs[0].shape if len(self.model.outputs) == 1 else ()
