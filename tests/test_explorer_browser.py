@@ -7,8 +7,8 @@ matrix and a mistake loaded as the input, the kernel playground's output and siz
 One browser for the module, servers in this process (uvicorn in a thread). Skipped, saying why, without
 Playwright or Chromium. The executable is $CONVNET_CHROMIUM, else `chromium` (or `chromium-browser`,
 `google-chrome`) on PATH. Screenshots of the main views are written to a temporary folder, or to
-$CONVNET_SCREENSHOTS_DIR (`CONVNET_SCREENSHOTS_DIR=docs/assets` writes docs/assets/explorer-*.png), each stored
-as a 256-colour PNG under 200 KB.
+$CONVNET_SCREENSHOTS_DIR (`CONVNET_SCREENSHOTS_DIR=docs/assets/explorer` writes the README's
+docs/assets/explorer/explorer-*.png), each stored as a 256-colour PNG under 200 KB.
 """
 from __future__ import annotations
 
@@ -123,7 +123,10 @@ def page(browser, url):
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     folder = os.environ.get("CONVNET_SCREENSHOTS_DIR")
-    return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    if not folder:
+        return tmp_path_factory.mktemp("screenshots")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder)
 
 
 def screenshot(locator, folder: Path, name: str) -> Path:
