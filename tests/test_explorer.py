@@ -552,6 +552,18 @@ def test_a_run_whose_dataset_is_missing_still_shows_its_curves(tmp_path, run_dir
         assert answer["dataset_error"] and test_client.get("/api/samples").json()["test_total"] == 0
 
 
+def test_an_rgb_model_sees_rgb_and_its_first_filters_are_rgb():
+    utils.set_random_seed(0)
+    model = convnet.Sequential([layers.Input(shape=(16, 16, 3)), layers.Conv2D(4, 3, name="first"),
+                                layers.Conv2D(2, 3, name="second"), layers.GlobalMaxPooling2D(),
+                                layers.Dense(2, activation="softmax")])
+    explorer = Explorer(model)
+    converted = explorer.predict(explorer.sample("photo-flower"))["input"]
+    assert converted["converted"] == {"height": 16, "width": 16, "channels": 3}
+    assert unpack(converted["pixels"], "uint8").shape == (16, 16, 3)
+    assert explorer.filters("first")["rgb"] is True and explorer.filters("second")["rgb"] is False
+
+
 def test_a_preset_is_marked_untrained():
     explorer = load_explorer(preset="lenet5")
     info = explorer.model_info()
