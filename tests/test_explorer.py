@@ -371,6 +371,14 @@ def test_playground_is_a_convolution_with_tensorflows_padding(stride, padding):
     assert result.output.shape == expected.shape and np.allclose(result.output, expected, atol=1e-4)
 
 
+def test_output_size_checks_its_arguments():
+    assert output_size(5, 7, 1, "valid") == (0, "ceil((5 - 7 + 1) / 1) = 0")
+    with pytest.raises(ValueError, match="`padding`: unknown padding 'full'"):
+        output_size(5, 3, 1, "full")
+    with pytest.raises(ValueError, match="`stride` must be"):
+        output_size(5, 3, 0, "SAME")
+
+
 def test_playground_endpoint_gives_the_output_and_its_size_formula(client, explorer):
     answer = client.post("/api/playground", json={"sample": "photo-china", "kernel": preset_kernel("horizontal")
                                                   .tolist(), "stride": 2, "padding": "SAME"}).json()

@@ -47,6 +47,9 @@ def output_size(size: int, kernel: int, stride: int, padding: str) -> tuple[int,
         >>> output_size(427, 7, 2, "SAME")
         (214, 'ceil(427 / 2) = 214')
     """
+    size, kernel = check_int("size", size, minimum=1), check_int("kernel", kernel, minimum=1)
+    stride = check_int("stride", stride, minimum=1)
+    padding = check_choice("padding", padding, ("SAME", "VALID")).upper()
     if padding == "SAME":
         out = math.ceil(size / stride)
         return out, f"ceil({size} / {stride}) = {out}"
