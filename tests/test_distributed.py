@@ -620,6 +620,23 @@ def test_ctrl_c_on_the_launcher_saves_once_exits_130_and_resumes_bitwise(tmp_pat
 
 
 @pytest.mark.slow
+def test_resuming_a_run_with_another_model_is_one_error_and_loses_nothing(tmp_path):
+    """A run's config.json edited to another model: every process refuses the checkpoint (another architecture),
+    the launcher exits 2 with rank 0's one line, and the run folder is as it was."""
+    done = convnet_command(*TRAIN, "--out", "run", "--nproc-per-node", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "run" / "config.json"
+    config.write_text(config.read_text().replace('"model": "lenet5"', '"model": "fast"'))
+    before = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
+    result = convnet_command("train", "--resume", "run", "--nproc-per-node", "2", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("convnet train: error:")]
+    assert errors == ["convnet train: error: run/checkpoints/last.ckpt: the checkpoint is of another architecture "
+                      "than the model being trained"], result.stderr
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.slow
 def test_torchrun_runs_the_same_training_as_the_launcher_and_one_process_the_same_figures(tmp_path):
     """`torchrun -m convnet train` and `convnet train --nproc-per-node 2` write the same model, byte for byte; one
     process training the same run (lenet5 has no dropout) gets the same test figures within float rounding."""

@@ -228,9 +228,14 @@ def _launch(args: argparse.Namespace, config: Any, settings: dict[str, Any]) -> 
 
     from convnet import distributed
     from convnet.runs.job import CHECKPOINTS, default_folder
+    from convnet.utils import resolve_device
     world = settings["nproc_per_node"] * settings["nnodes"]
     config.validate()  # say a bad setting once, here, rather than once per process
     distributed.check_batch_size(config.batch_size, world)
+    import torch
+    if resolve_device(config.device).type == "cuda" and settings["nproc_per_node"] > torch.cuda.device_count():
+        raise UsageError(f"--nproc-per-node {settings['nproc_per_node']} on CUDA needs a GPU per process; this machine "
+                         f"has {torch.cuda.device_count()}")
     folder = args.resume or config.out or default_folder(config)  # named here, so that every node uses the same
     worker = ["--resume", args.resume] if args.resume else [*_train_argv(args), "--out", folder]
     timeout, endpoint = settings["rdzv_timeout"], settings["rdzv_endpoint"]
