@@ -421,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(commands)
     from convnet.cli.export import add_cli as add_export
     add_export(commands)
+    from convnet.cli.explore import add_cli as add_explore
+    add_explore(commands)
     completion.add_commands(commands, parser, __version__)
     return parser
 
