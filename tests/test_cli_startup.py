@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from convnet import __version__
+from convnet._internal.names import MODELS
 
 HEAVY = ("torch", "matplotlib", "PIL", "safetensors", "pooch", "jinja2", "sklearn")
 
@@ -54,7 +55,8 @@ COMMANDS = ["train", "evaluate", "predict", "summary", "featuremaps", "filters",
     (["explain", "model.convnet"], 2, "err", "the following arguments are required: IMAGE"),
     (["completion", "bash"], 0, "out", "complete -F _convnet convnet"),
     # a mistyped name is checked against the static lists before anything heavy loads, in the registries' words
-    (["train", "--model", "sed"], 2, "err", "`model`: unknown model 'sed'. Did you mean 'seed'? Available: homl,"),
+    (["train", "--model", "sed"], 2, "err", "`model`: unknown model 'sed'. Did you mean 'seed'? Available: "
+     + ", ".join(MODELS)),
     (["train", "--dataset", "fashon"], 2, "err", "unknown dataset 'fashon'. Did you mean 'fashion-mnist'?"),
     (["train", "--optimizer", "nadamm"], 2, "err", "unknown optimizer 'nadamm'. Did you mean 'nadam'"),
     (["train", "--schedule", "cosin"], 2, "err", "unknown schedule 'cosin'. Did you mean 'cosine'?"),
@@ -204,7 +206,7 @@ def test_a_new_option_completes_without_touching_the_generator():
     complete_with(command.add_argument("--preset"), "model")
     bash = script(parser, "bash")
     assert "fresh)" in bash and "--colour) _convnet_reply 'red green'" in bash
-    assert "--preset) _convnet_reply 'homl lenet5 seed'" in bash
+    assert f"--preset) _convnet_reply '{' '.join(MODELS)}'" in bash
     assert "'--colour[]:colour:(red green)'" in script(parser, "zsh")
 
 
@@ -222,7 +224,7 @@ def test_the_zsh_script_is_valid_zsh():
     done = subprocess.run([sys.executable, "-m", "convnet", "completion", "zsh"], capture_output=True, text=True,
                           check=True)
     assert done.stdout.startswith("#compdef convnet\n")
-    assert "--model[model preset" in done.stdout and ":model:(homl lenet5 seed)" in done.stdout
+    assert "--model[model preset" in done.stdout and f":model:({' '.join(MODELS)})" in done.stdout
     checked = subprocess.run(["zsh", "-n"], input=done.stdout, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
 
