@@ -90,13 +90,14 @@ def keras_mobilenet(keras, input_shape, num_classes):
 
 def keras_fast(keras, input_shape, num_classes):
     L = keras.layers
-    stack = [keras.Input(shape=input_shape)]
-    for index, filters in enumerate((32, 64, 128), start=1):
-        stack += [L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index}"),
-                  L.BatchNormalization(name=f"bn{index}"), L.ReLU(name=f"relu{index}"),
-                  L.MaxPooling2D(2, name=f"pool{index}")]
-    stack += [L.Flatten(name="flatten"), L.Dense(num_classes, activation="softmax", name="predictions")]
-    return keras.Sequential(stack, name="fast")
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        L.Conv2D(32, 3, padding="same", activation="relu", name="conv1"), L.MaxPooling2D(2, name="pool1"),
+        L.Conv2D(64, 3, padding="same", use_bias=False, name="conv2"), L.BatchNormalization(momentum=0.9, name="bn2"),
+        L.ReLU(name="relu2"), L.MaxPooling2D(2, name="pool2"),
+        L.Conv2D(128, 3, padding="same", use_bias=False, name="conv3"),
+        L.BatchNormalization(momentum=0.9, name="bn3"), L.ReLU(name="relu3"),
+        L.Flatten(name="flatten"), L.Dense(num_classes, activation="softmax", name="predictions")], name="fast")
 
 
 KERAS_BUILDERS = {"seed": keras_seed, "homl": keras_homl, "lenet5": keras_lenet5, "resnet20": keras_resnet20,

@@ -65,9 +65,10 @@ KNOWN_PARAMS = {
     "resnet20": (resnet20_trainable(channels=1), 2 * (16 + 6 * (16 + 32 + 64)), 269_722),
     "mobilenet": (mobilenet_trainable(), 2 * (32 + (32 + 64) + (64 + 128) + (128 + 128) + (128 + 256) + (256 + 256)),
                   None),
-    # conv 3x3 32, 64, 128 with BN, 2x2 max pools: 28 -> 14 -> 7 -> 3, 3 * 3 * 128 = 1152 features
-    "fast": (conv(3, 1, 32, bias=False) + bn(32) + conv(3, 32, 64, bias=False) + bn(64)
-             + conv(3, 64, 128, bias=False) + bn(128) + dense(1152, 10), 2 * (32 + 64 + 128), None),
+    # conv 3x3 32 (bias, no BN), 64 and 128 (BN), 2x2 max pools after the first two: 28 -> 14 -> 7, then
+    # 7 * 7 * 128 = 6272 features into the classifier
+    "fast": (conv(3, 1, 32) + conv(3, 32, 64, bias=False) + bn(64) + conv(3, 64, 128, bias=False) + bn(128)
+             + dense(6272, 10), 2 * (64 + 128), None),
 }
 PUBLISHED_SHAPE = {"resnet20": (32, 32, 3)}  # the input a published count is for, where not Fashion-MNIST's
 
@@ -201,6 +202,9 @@ def test_fast_trains_with_its_recipe_unless_told_otherwise():
     for key, value in RECIPES["fast"].items():
         assert getattr(config, key) == value, key
     assert config.precision == "auto"  # bf16 where native
+    from convnet.runs.job import augmentation_layers
+    flips = augmentation_layers(config.augment, (28, 28))
+    assert [(type(layer).__name__, layer.mode) for layer in flips] == [("RandomFlip", "horizontal")]
     # options given on the command line win over the recipe; other models keep the plain defaults
     assert TrainConfig(model="FAST", epochs=1).with_recipe(keep={"epochs"}).epochs == 1
     assert TrainConfig(model="seed").with_recipe() == TrainConfig(model="seed")
@@ -229,3 +233,18 @@ def test_cli_train_model_fast_uses_the_fast_recipe(monkeypatch):
 
 def test_doctests():
     assert doctest.testmod(zoo).failed == 0
+
+
+@pytest.mark.parametrize("name, kinds", [("none", []), ("flip", ["RandomFlip"]), ("shift", ["RandomTranslation"]),
+                                         ("flip-shift", ["RandomFlip", "RandomTranslation"])])
+def test_each_augment_choice_gives_its_layers(name, kinds):
+    from convnet.runs.config import AUGMENTATIONS
+    from convnet.runs.job import augmentation_layers
+    assert name in AUGMENTATIONS
+    layers = augmentation_layers(name, (28, 28))
+    assert [type(layer).__name__ for layer in layers] == kinds
+    for layer in layers:
+        if type(layer).__name__ == "RandomFlip":
+            assert layer.mode == "horizontal"  # a left-right flip keeps a garment a garment
+        else:  # shifts of up to 2 pixels, zeros coming in
+            assert layer.height_factor == (-2 / 28, 2 / 28) and layer.fill_mode == "constant"

@@ -39,13 +39,13 @@ __all__ = ["TrainConfig", "RunResult", "train", "load_config", "load_split", "pr
 
 
 def augmentation_layers(name: str, image_size: tuple[int, int]) -> list:
-    """The layers `--augment NAME` puts in front of the model: shifts of up to 2 pixels, and flips."""
+    """The layers `--augment NAME` puts in front of the model: horizontal flips, shifts of up to 2 pixels, both."""
     from convnet import augment
     name = check_choice("augment", name, AUGMENTATIONS)
-    if name == "none":
-        return []
-    shift = augment.RandomTranslation(2 / image_size[0], 2 / image_size[1], fill_mode="constant")
-    return [augment.RandomFlip("horizontal"), shift] if name == "flip-shift" else [shift]
+    flips = [augment.RandomFlip("horizontal")] if name in ("flip", "flip-shift") else []
+    shifts = ([augment.RandomTranslation(2 / image_size[0], 2 / image_size[1], fill_mode="constant")]
+              if name in ("shift", "flip-shift") else [])
+    return [*flips, *shifts]
 
 
 @dataclass
