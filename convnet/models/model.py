@@ -437,7 +437,8 @@ class Model(torch.nn.Module):
             validation_data: tuple[Any, ...] | None = None, shuffle: bool = True, class_weight: Any = None,
             sample_weight: Any = None, initial_epoch: int = 0, validation_freq: Any = 1,
             checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
-            checkpoint_interval: float = 600.0):
+            checkpoint_interval: float = 600.0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None):
         """Train for `epochs` epochs on in-memory arrays, as Keras; returns a History whose `.history` holds
         loss, metrics and their val_ versions per epoch (keys sorted, as Keras 3). `validation_split` holds
         out the *last* fraction of the samples (before shuffling), as Keras. `sample_weight` (one per sample)
@@ -449,6 +450,13 @@ class Model(torch.nn.Module):
         within an epoch, keeping `last.ckpt` and `best.ckpt`. `resume=True` continues from `last.ckpt`
         exactly where it stopped. Ctrl-C finishes the current step, saves a checkpoint and raises
         `convnet.training.TrainingInterrupted`.
+
+        `x` may also be a FolderDataset (`image_dataset_from_directory`) or any iterable of (x, y) batches (a
+        generator, a DataLoader), with `y` and `batch_size` None, as Keras 3; `validation_data` too. A dataset is
+        read in its own epoch order (`shuffle` is for arrays) and resumes mid-epoch without decoding the skipped
+        batches; an iterable resumes only from the end of an epoch. `steps_per_epoch` / `validation_steps`: batches
+        per epoch / per validation, as Keras 3 (an iterable that runs out warns and ends training after that epoch).
+        Data-parallel fits take arrays only.
         """
         self._require_one_input_output("fit")
         with self._as_single():
@@ -456,26 +464,31 @@ class Model(torch.nn.Module):
                                 callbacks=callbacks, validation_split=validation_split, validation_data=validation_data,
                                 shuffle=shuffle, class_weight=class_weight, sample_weight=sample_weight,
                                 initial_epoch=initial_epoch, validation_freq=validation_freq,
-                                checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval)
+                                checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval,
+                                steps_per_epoch=steps_per_epoch, validation_steps=validation_steps)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
-                 sample_weight: Any = None, return_dict: bool = False, tta: Any = None):
+                 sample_weight: Any = None, return_dict: bool = False, tta: Any = None, steps: int | None = None):
         """Loss and metrics on (x, y): the loss alone, [loss, metric, ...] in compile's order, or a dict with
-        sorted keys with return_dict=True, as Keras 3. `sample_weight` as in `fit`; `tta` as in `predict`."""
+        sorted keys with return_dict=True, as Keras 3. `sample_weight` as in `fit`; `tta` as in `predict`.
+        `x` may be a FolderDataset or an iterable of (x, y) batches (`y`, `batch_size` None); `steps`: only its
+        first batches, as Keras 3."""
         self._require_one_input_output("evaluate")
         with self._as_single():
             return training.evaluate(cast(Any, self), x, y, batch_size=batch_size, verbose=verbose,
-                                     return_dict=return_dict, tta=tta, sample_weight=sample_weight)
+                                     return_dict=return_dict, tta=tta, sample_weight=sample_weight, steps=steps)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto",
-                tta: Any = None) -> Any:
+                tta: Any = None, steps: int | None = None) -> Any:
         """Outputs for `x` as a NumPy array (a list of arrays for a model with several outputs; `x` a list
         of arrays for several inputs). Batches of 256 by default (Keras uses 32; the outputs are the same,
         only faster). `tta="hflip"` or `"flips"` averages the predictions over flipped copies (test-time
-        augmentation; one-input, one-output models)."""
+        augmentation; one-input, one-output models). `x` may be a FolderDataset or an iterable of batches (x,
+        or (x, y)) with `batch_size` None; `steps`: only its first batches, as Keras 3."""
         if len(self._inputs) <= 1 and len(self._outputs) <= 1:
             with self._as_single():
-                return training.predict(cast(Any, self), x, batch_size=batch_size, verbose=verbose, tta=tta)
+                return training.predict(cast(Any, self), x, batch_size=batch_size, verbose=verbose, tta=tta,
+                                        steps=steps)
         if tta is not None:
             raise ValueError(f"predict: `tta` takes models with one input and one output; {self.label} has "
                              f"{len(self._inputs)} inputs and {len(self._outputs)} outputs")

@@ -1,16 +1,20 @@
 """From the user's arrays to tensors `fit`, `evaluate` and `predict` can use: `as_inputs` (the one input
 normaliser: an NHWC batch from an array or tensor), `as_targets` (labels checked against the loss),
 `as_sample_weights` and `class_sample_weights` (Keras's `sample_weight` and `class_weight`) and
-`split_validation` (Keras's `validation_split`)."""
+`split_validation` (Keras's `validation_split`); data given as batches (a `FolderDataset`, a generator, a
+DataLoader) is read epoch by epoch through `BatchSource`."""
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from convnet._internal.checks import describe, shape_str
+from convnet._internal.checks import check_int, describe, shape_str
+from convnet.datasets.local.folder import FolderDataset
 
 if TYPE_CHECKING:
     from convnet.models.sequential import Sequential
@@ -169,3 +173,124 @@ def split_validation(fraction: float, *tensors: torch.Tensor | None) -> tuple[li
                          f"out of {count}")
     return ([None if t is None else t[:split_at] for t in tensors],
             [None if t is None else t[split_at:] for t in tensors])
+
+
+def is_batches(data: Any) -> bool:
+    """Whether `data` is given as batches (a FolderDataset, a generator, a DataLoader: any iterable that is not
+    an array, a tensor, a list or a tuple) rather than as in-memory arrays."""
+    return isinstance(data, FolderDataset) or (
+        isinstance(data, Iterable) and not isinstance(data, (np.ndarray, torch.Tensor, list, tuple, str, bytes)))
+
+
+def check_steps(argument: str, steps: Any) -> int | None:
+    """`steps_per_epoch`, `validation_steps` or `steps`: None or a positive int."""
+    return None if steps is None else check_int(argument, steps, minimum=1)
+
+
+class BatchSource:
+    """The batches of one epoch after another, from a `FolderDataset` or any iterable of (x, y) batches.
+
+    A FolderDataset's epoch `e` is its `iter_from(e, step)`: a pure function of (seed, epoch, step), so a fit
+    resumes in the middle of an epoch without decoding the skipped batches (`resumable`); `steps` (Keras's
+    `steps_per_epoch`) takes the first `steps` batches of each epoch's order.
+
+    Any other iterable follows Keras 3's `EpochIterator`: without `steps`, each epoch is a fresh `iter(data)`
+    run until it is exhausted (a generator is exhausted after the first epoch: the next one ends at once, with a
+    warning, and training stops); with `steps`, one iterator is kept across epochs, and a new one is made when an
+    iterable of known length (`len(data)`, a DataLoader) has given all its batches at the end of an epoch. An
+    iterator that runs out in the middle of an epoch ends that epoch with the batches it gave, with Keras's
+    warning, and training stops (`ran_out`).
+    """
+
+    def __init__(self, data: Any, steps: int | None, argument: str = "x"):
+        if not is_batches(data):
+            raise TypeError(f"`{argument}` must be arrays, a FolderDataset or an iterable of (x, y) batches. "
+                            f"Received: {argument}={describe(data)}")
+        self.data, self.argument = data, argument
+        self.dataset = data if isinstance(data, FolderDataset) else None
+        self.length: int | None = None  # batches per pass over the data, when known
+        try:
+            self.length = len(data)
+        except TypeError:
+            pass
+        self.steps = steps if steps is not None else self.length  # None: until the iterator is exhausted
+        if self.dataset is not None and steps is not None and steps > len(self.dataset):
+            raise ValueError(f"`{argument}`: steps (={steps}) must be at most the dataset's {len(self.dataset)} "
+                             f"batches per epoch (a FolderDataset's epoch is one pass over its files)")
+        self.batch_size = None if self.dataset is None else self.dataset.batch_size
+        self.resumable = self.dataset is not None
+        self.persistent = steps is not None and self.dataset is None
+        if self.dataset is not None and self.dataset.batch_size is None:
+            raise ValueError(f"`{argument}` is a FolderDataset of single images (made with batch_size=None); give "
+                             f"one of batches (batch_size=32, say)")
+        self.iterator: Iterator[Any] | None = None
+        self.drawn = 0  # batches drawn from `iterator`
+        self.pending: Any = None  # the batch `shapes` drew to see the shapes, given first by the next epoch
+        self.ran_out = False
+
+    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """The shapes of x and y in a batch (y None: batches of x alone). A dataset says them without reading
+        a file; an iterable's first batch is drawn and kept for the first epoch."""
+        if self.dataset is not None:
+            spec = self.dataset.element_spec
+            x_shape = (1, *spec[0][0][1:])
+            return x_shape, None if len(spec) == 1 else (1, *spec[1][0][1:])
+        if self.pending is None:
+            self.iterator, self.drawn = iter(self.data), 0
+            try:
+                self.pending = next(self.iterator)
+            except StopIteration:
+                raise ValueError(f"`{self.argument}` gave no batch: it is empty or already exhausted") from None
+            self.drawn = 1
+        x, y = split_batch(self.pending, self.argument)
+        return tuple(np.shape(x)), None if y is None else tuple(np.shape(y))
+
+    def epoch(self, epoch: int, step: int = 0) -> Iterator[Any]:
+        """Batches `step`, step + 1, ... of epoch `epoch` as the data gives them ((x, y), or x alone)."""
+        if self.dataset is not None:
+            batches = self.dataset.iter_from(epoch, step)
+            yield from (batch for _, batch in zip(range(step, self.steps or len(self.dataset)), batches))
+            return
+        if step:
+            raise ValueError(f"`{self.argument}`: an iterable cannot be rewound to step {step} of an epoch")
+        if self.pending is None and (self.iterator is None or not self.persistent):
+            self.iterator, self.drawn = iter(self.data), 0
+        assert self.iterator is not None
+        given = 0
+        while self.steps is None or given < self.steps:
+            if self.pending is not None:
+                batch, self.pending = self.pending, None
+            else:
+                try:
+                    batch = next(self.iterator)
+                except StopIteration:
+                    break
+                self.drawn += 1
+            given += 1
+            yield batch
+        if (self.steps is not None and given < self.steps) or given == 0:
+            self.ran_out = True
+            self.iterator = None
+            warnings.warn("Your input ran out of data; interrupting training. Make sure that your dataset or "
+                          "generator can generate at least `steps_per_epoch * epochs` batches.", stacklevel=2)
+        elif self.length is not None and self.drawn >= self.length:
+            self.iterator = None  # Keras makes a new iterator once a sized input has given all its batches
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint records of the data, for a resume to check (a dataset's `state_dict`)."""
+        if self.dataset is not None:
+            return {"dataset": self.dataset.state_dict(), "batch_size": self.batch_size, "steps": self.steps,
+                    "shuffle": self.dataset.shuffle}
+        return {"data": type(self.data).__name__, "steps": self.steps}
+
+
+def split_batch(batch: Any, argument: str = "x") -> tuple[Any, Any]:
+    """(x, y) of one batch: (x, y), (x, y, ...) or x alone (y None)."""
+    if isinstance(batch, (tuple, list)):
+        if len(batch) == 1:
+            return batch[0], None
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        raise ValueError(f"each batch of `{argument}` must be (x, y) or x; a batch with sample weights (x, y, w) is "
+                         f"not supported. Received a batch of {len(batch)} items")
+    return batch, None

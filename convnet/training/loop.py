@@ -41,15 +41,20 @@ from convnet import distributed, optimizers
 from convnet._internal.checks import check_bool, check_float, check_int, describe
 from convnet.augment import apply_variant, tta_variants
 from convnet.callbacks import BackupAndRestore, Callback, CSVLogger, History, ModelCheckpoint, TerminateOnNaN
+from convnet.datasets.local.folder import FolderDataset
 from convnet.losses import check_from_logits, from_probabilities, to_probabilities
 from convnet.optimizers import set_rate
 from convnet.training import checkpoint
 from convnet.training.engine import Engine, Part, Scores, batch_loss, batch_sums, loss_sum
 from convnet.training.inputs import (
+    BatchSource,
     as_inputs,
     as_sample_weights,
     as_targets,
+    check_steps,
     class_sample_weights,
+    is_batches,
+    split_batch,
     split_validation,
 )
 from convnet.training.progress import Progbar, resolve_verbose
@@ -255,14 +260,16 @@ class Trainer:
                  validation: Validation | None, initial_epoch: int, checkpoint_dir: str | None,
                  checkpoint_interval: float, resume: bool, sample_weight: torch.Tensor | None = None,
                  validation_freq: int | frozenset[int] = 1, save_every: int | None = None,
-                 ranks: distributed.Collective | None = None):
+                 ranks: distributed.Collective | None = None, source: BatchSource | None = None):
         self.model, self.x, self.y, self.sample_weight = model, x, y, sample_weight
+        self.source = source  # the batches of a FolderDataset or an iterable (x and y are then empty)
         self.batch_size, self.epochs, self.shuffle, self.verbose = batch_size, epochs, shuffle, verbose
         self.validation, self.validation_freq = validation, validation_freq
         self.ranks = ranks
         self.rank, self.world = (0, 1) if ranks is None else (ranks.rank, ranks.world)
         self.count = x.shape[0]
-        self.steps = math.ceil(self.count / batch_size)
+        # steps per epoch; None: an iterable of unknown length, run until exhausted
+        self.steps: int | None = math.ceil(self.count / batch_size) if source is None else source.steps
         slice_ = distributed.shard(batch_size, self.world, self.rank)
         self.local_batch = slice_.stop - slice_.start  # this rank's slice of a full batch
         if self.rank > 0:  # rank 0 writes the files (ModelCheckpoint's, CSVLogger's) for every rank
@@ -279,7 +286,7 @@ class Trainer:
         self.engine: Engine = model.engine
         self.engine.verbose = verbose  # a CUDA-graph fallback is said once at verbose >= 1
         self.schedule = model.optimizer.schedule if model.optimizer is not None else None
-        if self.schedule is not None:
+        if self.schedule is not None and self.steps is not None:
             self.schedule.bind(epochs * self.steps)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_interval = checkpoint_interval
@@ -288,8 +295,9 @@ class Trainer:
         self.resumed = False
         if checkpoint_dir is not None:
             settings = {"batch_size": batch_size, "shuffle": shuffle,
-                        "validation_samples": 0 if validation is None else int(validation[0].shape[0])}
-            self.state.fingerprint = checkpoint.data_fingerprint(x, y, settings)
+                        "validation_samples": 0 if validation is None else _validation_size(validation)}
+            self.state.fingerprint = (checkpoint.data_fingerprint(x, y, settings) if source is None
+                                      else {**source.fingerprint(), "validation_samples": settings["validation_samples"]})
             if sample_weight is not None:  # a weighted run (sample or class weights) resumes with the same weights
                 self.state.fingerprint["sample_weight_sha256"] = checkpoint.tensor_digest(sample_weight)
             self.state.fingerprint["cpu_threads"] = torch.get_num_threads()
@@ -299,7 +307,8 @@ class Trainer:
             ranks.check_same("fit settings and data", {
                 "batch_size": batch_size, "epochs": epochs, "shuffle": shuffle, "initial_epoch": initial_epoch,
                 "x shape": tuple(x.shape), "y shape": tuple(y.shape), "checkpoints": checkpoint_dir is not None,
-                "validation": None if validation is None else tuple(validation[0].shape),
+                "validation": (None if validation is None or isinstance(validation, BatchSource)
+                               else tuple(validation[0].shape)),
                 "data": self.state.fingerprint.get("data_sha256")})
         if checkpoint_dir is not None:
             folder = checkpoint_dir
@@ -338,6 +347,16 @@ class Trainer:
         payload = checkpoint.read(self.checkpoint_dir) if payload is None else payload
         self.state = checkpoint.load(self.checkpoint_dir, self.model, rank=self.rank, payload=payload)
         self.resumed = True
+        source = self.source
+        if source is not None and source.dataset is not None and "dataset" in self.state.fingerprint:
+            # the run's seed (drawn when none was given) decides the order of the rest of the epoch
+            source.dataset.load_state_dict(self.state.fingerprint["dataset"], strict=True)
+            fingerprint["dataset"] = source.dataset.state_dict()
+        if source is not None and not source.resumable and self.state.step > 0:
+            raise ValueError(f"cannot resume from {self.checkpoint_dir}: its checkpoint is at step {self.state.step} "
+                             f"of epoch {self.state.epoch + 1}, and an iterable of batches ({describe(source.data)}) "
+                             f"cannot be rewound to it; resume from a checkpoint written at the end of an epoch, or "
+                             f"train on a FolderDataset or arrays, which resume at any step")
         changed = [key for key in {*fingerprint, *self.state.fingerprint}
                    if self.state.fingerprint.get(key) != fingerprint.get(key)]
         if "cpu_threads" in changed:  # summation order in the conv weight gradient depends on it
@@ -444,7 +463,7 @@ class Trainer:
     def _epoch(self, interrupt: _InterruptFlag) -> None:
         epoch = self.state.epoch
         self._begin_epoch(epoch)
-        progbar = Progbar(self.steps, self.verbose)
+        progbar = Progbar(self.steps or 0, self.verbose)
         self._steps(epoch, progbar, interrupt)
         logs = self._epoch_logs(epoch)
         progbar.finish(logs, step=self.state.step)
@@ -460,7 +479,7 @@ class Trainer:
         if self.verbose:
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
         if state.step == 0:
-            state.order = self._order(device) if self.shuffle else None
+            state.order = self._order(device) if self.shuffle and self.source is None else None
             state.totals = torch.zeros(self.scores.size, dtype=torch.float64, device=device)
             state.seen = 0
 
@@ -478,14 +497,14 @@ class Trainer:
         state, nan_watch = self.state, self.nan_watch
         last_save = time.monotonic()
         self.model.train()
-        for step in range(state.step, self.steps):
+        for step, batch in self._positions(epoch):
             for callback in self.batch_hooks:
                 callback.on_train_batch_begin(step, {})
             reducer = self.engine.reducer
             if reducer is not None and reducer.with_control:  # the flags travel with this step's all-reduce
                 reducer.control = (interrupt.raised, self.rank == 0 and self._time_due(last_save))
-            sums = self._train_step(step)
-            if nan_watch is not None:
+            sums = self._train_step(step) if batch is None else self._batch_step(step, batch)
+            if nan_watch is not None and sums is not None:
                 nan_watch.record(epoch, step, sums)
             if self.batch_hooks:
                 logs = LazyLogs(_sorted(dict(zip(self.names, self.scores.mean_tensor(self.totals, state.seen)))))
@@ -496,12 +515,40 @@ class Trainer:
             interrupted, time_due = self._agreed(interrupt, last_save)
             if interrupted:
                 self._interrupted(epoch, step, progbar)
-            if step + 1 < self.steps and not self.model.stop_training and (time_due or self._every_due()):
+            if (self.steps is None or step + 1 < self.steps) and not self.model.stop_training and (
+                    time_due or self._every_due()):
                 last_save = self._save_periodically(last_save)  # reads the NaN flags in flight: may stop
             if self.model.stop_training:
                 break
         if nan_watch is not None:
             nan_watch.flush()
+        if self.source is not None and self.source.ran_out:
+            self.model.stop_training = True  # Keras: the input ran out of data; the epoch ends, then training
+
+    def _positions(self, epoch: int) -> Iterator[tuple[int, Any]]:
+        """(step, batch) for the epoch's remaining steps; the batch is None for arrays (`_train_step` gathers it)."""
+        if self.source is None:
+            yield from ((step, None) for step in range(self.state.step, cast(int, self.steps)))
+            return
+        yield from enumerate(self.source.epoch(epoch, self.state.step), start=self.state.step)
+
+    def _batch_step(self, step: int, batch: Any) -> torch.Tensor | None:
+        """One optimizer step on a batch of the source; an empty batch (its files failed after the scan) keeps its
+        place in the epoch but trains nothing (None)."""
+        state, device = self.state, self.model.device
+        x_b, y_b = split_batch(batch)
+        if len(x_b) == 0:
+            state.step = step + 1
+            return None
+        xb = as_inputs(self.model, x_b, "x (a batch)").to(device, non_blocking=True)
+        yb = as_targets(self.model, y_b, xb.shape[0], "y (a batch)").to(device, non_blocking=True)
+        if self.schedule is not None:
+            set_rate(cast(torch.optim.Optimizer, self.model.optimizer_), self.schedule(state.global_step))
+        sums = self.engine.train_step(xb, yb, full_batch=self.batch_size)
+        self.totals.add_(sums)
+        state.seen += xb.shape[0]
+        state.step, state.global_step = step + 1, state.global_step + 1
+        return sums
 
     def _time_due(self, last_save: float) -> bool:
         """`checkpoint_interval` seconds have passed since the last checkpoint (by this process's clock)."""
@@ -509,7 +556,7 @@ class Trainer:
 
     def _every_due(self) -> bool:
         """BackupAndRestore's save_freq: the run's step count is a multiple of `save_every`."""
-        position = self.state.epoch * self.steps + self.state.step  # steps of this run, resumes included
+        position = self.state.epoch * (self.steps or 0) + self.state.step  # steps of this run, resumes included
         return self.save_every is not None and position % self.save_every == 0
 
     def _agreed(self, interrupt: _InterruptFlag, last_save: float) -> tuple[bool, bool]:
@@ -591,9 +638,12 @@ class Trainer:
         the keys sorted as Keras gives them to callbacks."""
         logs = self.scores.means(self.totals, self.state.seen)
         if self.validation is not None and self._validates(epoch):
-            x_val, y_val, w_val = self.validation
-            val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256), sample_weight=w_val,
-                                    ranks=self.ranks)
+            if isinstance(self.validation, BatchSource):
+                val = _evaluate_batches(self.model, self.validation.epoch(0))
+            else:
+                x_val, y_val, w_val = self.validation
+                val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256), sample_weight=w_val,
+                                        ranks=self.ranks)
             logs.update({f"val_{name}": value for name, value in val.items()})
             self.model.train()
         return _sorted(logs)
@@ -611,7 +661,14 @@ class Trainer:
             self._save(best=best)
 
 
-Validation = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # x, y and the sample weights (or None)
+Validation = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"] | BatchSource  # x, y, weights; or batches
+
+
+def _validation_size(validation: Validation) -> int:
+    """Validation samples (arrays), or batches per pass (-1: unknown), for the checkpoint's fingerprint."""
+    if isinstance(validation, BatchSource):
+        return -1 if validation.length is None else validation.length
+    return int(validation[0].shape[0])
 
 
 def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, epochs: int = 1,
@@ -619,8 +676,9 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
         validation_data: tuple[Any, ...] | None = None, shuffle: bool = True, class_weight: Any = None,
         sample_weight: Any = None, initial_epoch: int = 0, validation_freq: Any = 1,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
-        checkpoint_interval: float = 600.0) -> History:
-    """Keras's `fit` on in-memory arrays (see `Sequential.fit`).
+        checkpoint_interval: float = 600.0, steps_per_epoch: int | None = None,
+        validation_steps: int | None = None) -> History:
+    """Keras's `fit` on in-memory arrays, a FolderDataset or an iterable of (x, y) batches (see `Sequential.fit`).
 
     Keras 3's rules kept here: `sample_weight` (one weight per sample) or `class_weight` ({class index:
     weight}, never both) weigh each sample's loss, the batch loss being sum(w * loss) / batch size, and the
@@ -635,6 +693,18 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     into equal slices; only rank 0 prints.
     """
     require_compiled(model, "fit")
+    if is_batches(x):
+        _check_batches_arguments("fit", x, y, batch_size, sample_weight=sample_weight, class_weight=class_weight,
+                                 validation_split=validation_split)
+        if distributed.is_distributed():
+            raise ValueError(f"fit: data-parallel training (a process group of {distributed.world_size()} processes) "
+                             f"takes in-memory arrays; a FolderDataset or an iterable of batches cannot be split "
+                             f"across the ranks yet (give each rank the same arrays, e.g. x, y = dataset.as_arrays())")
+    elif steps_per_epoch is not None:
+        raise ValueError(f"`steps_per_epoch` is for a FolderDataset or an iterable of batches; with arrays an epoch "
+                         f"is one pass over x in batches of `batch_size`. Received: steps_per_epoch={steps_per_epoch}")
+    steps_per_epoch = check_steps("steps_per_epoch", steps_per_epoch)
+    validation_steps = check_steps("validation_steps", validation_steps)
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     ranks = _collective(model, batch_size) if distributed.is_distributed() else None
     epochs = check_int("epochs", epochs, minimum=1)
@@ -663,6 +733,22 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     if class_weight is not None and sample_weight is not None:
         raise ValueError("`class_weight` and `sample_weight` cannot be given together (Keras refuses it too); fold "
                          "the class weights into `sample_weight`")
+    if is_batches(x):
+        source = BatchSource(x, steps_per_epoch, "x")
+        _build_for(model, source, "fit")
+        if model.optimizer_ is None:
+            raise ValueError("fit: the model has no trainable weights")
+        validation_given = None if validation_data is None else _validation_of(model, validation_data,
+                                                                                validation_steps)
+        empty = torch.empty(0)
+        trainer = Trainer(model, empty, empty, batch_size=source.batch_size or 0, epochs=epochs, shuffle=shuffle,
+                          callbacks=callbacks, verbose=verbose, validation=validation_given,
+                          initial_epoch=initial_epoch,
+                          checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
+                          checkpoint_interval=checkpoint_interval, resume=resume, validation_freq=validation_freq,
+                          save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
+                          source=source)
+        return _finish_fit(trainer, backup, None)
     x_t = as_inputs(model, x)
     if not model.built:
         model.build(tuple(x_t.shape[1:]))
@@ -673,14 +759,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     w_t = None if sample_weight is None else as_sample_weights(sample_weight, x_t.shape[0])
     validation: Validation | None = None
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError(f"`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
-                             f"val_sample_weight). Received: {describe(validation_data)}")
-        x_val = as_inputs(model, validation_data[0], "validation_data[0]")
-        y_val = as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]")
-        w_val = validation_data[2] if len(validation_data) == 3 else None
-        validation = (x_val, y_val, None if w_val is None else as_sample_weights(w_val, x_val.shape[0],
-                                                                                 "validation_data[2]"))
+        validation = _validation_of(model, validation_data, validation_steps)
     elif validation_split:
         (x_t, y_t, w_t), (x_val, y_val, w_val) = split_validation(validation_split, x_t, y_t, w_t)
         validation = (x_val, y_val, w_val)
@@ -690,7 +769,10 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     # fit's full batch size too (a CUDA graph may serve it: every step has that size)
     batch_size = min(batch_size, x_t.shape[0])
     device = model.device
-    if validation is not None:
+    if isinstance(validation, BatchSource) and ranks is not None:
+        raise ValueError("fit: data-parallel training validates on arrays; `validation_data` as a FolderDataset "
+                         "or an iterable of batches cannot be split across the ranks yet")
+    if validation is not None and not isinstance(validation, BatchSource):
         validation = (validation[0].to(device), validation[1].to(device),
                       None if validation[2] is None else validation[2].to(device))
     trainer = Trainer(model, x_t.to(device), y_t.to(device), batch_size=batch_size, epochs=epochs, shuffle=shuffle,
@@ -700,11 +782,65 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                       sample_weight=None if w_t is None else w_t.to(device), validation_freq=validation_freq,
                       save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
                       ranks=ranks)
+    return _finish_fit(trainer, backup, ranks)
+
+
+def _finish_fit(trainer: Trainer, backup: BackupAndRestore | None, ranks: distributed.Collective | None) -> History:
+    """Run the fit; then delete BackupAndRestore's folder, as Keras does once fit completes."""
     history = trainer.run()
     if (backup is not None and backup.delete_checkpoint and (ranks is None or ranks.rank == 0)
             and os.path.isdir(backup.backup_dir)):
         shutil.rmtree(backup.backup_dir)  # Keras deletes the backup once fit completes (not after an error)
     return history
+
+
+def _check_batches_arguments(what: str, x: Any, y: Any, batch_size: Any, **unsupported: Any) -> None:
+    """Keras 3's refusals for data given as batches: no `y` (the batches hold it), no `batch_size` (the data's own),
+    and none of the arguments that take one value per sample."""
+    kind = "a FolderDataset" if isinstance(x, FolderDataset) else "an iterable of batches"
+    if y is not None:
+        raise ValueError(f"{what}: `y` must be None when `x` is {kind}: the labels come from its batches. "
+                         f"Received: y={describe(y)}")
+    if batch_size is not None:
+        raise ValueError(f"{what}: `batch_size` must be None when `x` is {kind}, which is batched already"
+                         + (f" (batch_size={x.batch_size}: set it in image_dataset_from_directory)"
+                            if isinstance(x, FolderDataset) else "") + f". Received: batch_size={batch_size!r}")
+    for name, value in unsupported.items():
+        if value is not None and value is not False and not (isinstance(value, float) and value == 0.0):
+            raise ValueError(f"{what}: `{name}` takes arrays; with {kind}, it is not supported. "
+                             f"Received: {name}={describe(value)}")
+
+
+def _build_for(model: Sequential, source: BatchSource, what: str, needs_labels: bool = True) -> None:
+    """Build the model for the batches' shape, and resolve "accuracy" from the labels' (as for arrays)."""
+    x_shape, y_shape = source.shapes()
+    if not model.built:
+        model.build(tuple(x_shape[1:]))
+    if not needs_labels:
+        return
+    if y_shape is None:
+        raise ValueError(f"{what}: the batches of `{source.argument}` hold no labels (a FolderDataset made with "
+                         f"labels=None, or batches of x alone); {what} needs (x, y) batches")
+    model.resolve_metrics(y_shape)
+
+
+def _validation_of(model: Sequential, validation_data: Any, validation_steps: int | None) -> Validation:
+    """`validation_data` as (x_val, y_val, weights or None) tensors on the model's device, or as batches."""
+    if is_batches(validation_data):
+        source = BatchSource(validation_data, validation_steps, "validation_data")
+        _, y_shape = source.shapes()
+        if y_shape is None:
+            raise ValueError("fit: the batches of `validation_data` hold no labels; validation needs (x, y) batches")
+        return source
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError(f"`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight), a "
+                         f"FolderDataset or an iterable of (x, y) batches. Received: {describe(validation_data)}")
+    x_val = as_inputs(model, validation_data[0], "validation_data[0]")
+    y_val = as_targets(model, validation_data[1], x_val.shape[0], "validation_data[1]")
+    w_val = validation_data[2] if len(validation_data) == 3 else None
+    device = model.device
+    return (x_val.to(device), y_val.to(device),
+            None if w_val is None else as_sample_weights(w_val, x_val.shape[0], "validation_data[2]").to(device))
 
 
 def _collective(model: Sequential, batch_size: int) -> distributed.Collective:
@@ -818,9 +954,42 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
     return scores.means(totals, x.shape[0])
 
 
+@torch.no_grad()
+def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progbar | None = None, tta: Any = None,
+                      argument: str = "validation_data") -> dict[str, float]:
+    """`_evaluate_tensors` over batches given one by one ((x, y) as a FolderDataset or an iterable yields them);
+    empty batches (files that failed after the scan) are skipped."""
+    model.eval()
+    engine, loss = model.engine, model.loss
+    assert loss is not None, "evaluate needs a compiled model"
+    scores = Scores(model)
+    totals = torch.zeros(scores.size, dtype=torch.float64, device=model.device)
+    variants = tta_variants(tta)
+    seen = 0
+    for step, batch in enumerate(batches):
+        x_b, y_b = split_batch(batch, argument)
+        if len(x_b) == 0:
+            continue
+        xb = as_inputs(model, x_b, f"{argument} (a batch)").to(model.device, non_blocking=True)
+        yb = as_targets(model, y_b, xb.shape[0], f"{argument} (a batch's y)").to(model.device, non_blocking=True)
+        if len(variants) == 1:
+            totals += engine.eval_batch(xb, yb)
+        else:
+            outputs = tta_outputs(model, xb, variants)
+            _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, None), xb.shape[0], None, None)
+            totals += batch_sums(model, reported, yb, outputs, None, None)
+        seen += xb.shape[0]
+        if progbar is not None and progbar.due():
+            progbar.update(step + 1, scores.means(totals, seen))
+    if seen == 0:
+        raise ValueError(f"`{argument}` gave no sample to score (a generator is exhausted after one pass: give a new "
+                         f"one, or a re-iterable such as a DataLoader or a FolderDataset)")
+    return scores.means(totals, seen)
+
+
 def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
              return_dict: bool = False, tta: Any = None, sample_weight: Any = None,
-             across_ranks: bool = False) -> float | list[float] | dict[str, float]:
+             across_ranks: bool = False, steps: int | None = None) -> float | list[float] | dict[str, float]:
     """Keras's `evaluate` (see `Sequential.evaluate`); `sample_weight` weighs the loss and the weighted
     metrics as in `fit`. As Keras 3's: the dict (`return_dict=True`) has sorted keys, the list holds the
     loss, then the metrics in compile's order.
@@ -828,8 +997,25 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     `across_ranks`: under a process group of several processes, split the work (each rank scores its slice of
     every batch, the sums are added up over the ranks): every rank must then call it, with the same arrays.
     Without it each process scores all of (x, y) by itself, so rank 0 alone may call it.
+
+    `x` may be a FolderDataset or an iterable of (x, y) batches (`y` and `batch_size` None): one pass over it,
+    or its first `steps` batches (Keras 3's `steps`); a FolderDataset is read in its epoch-0 order.
     """
     require_compiled(model, "evaluate")
+    steps = check_steps("steps", steps)
+    if is_batches(x):
+        _check_batches_arguments("evaluate", x, y, batch_size, sample_weight=sample_weight,
+                                 across_ranks=across_ranks)
+        verbose = resolve_verbose(verbose)
+        tta_variants(tta)
+        source = BatchSource(x, steps, "x")
+        _build_for(model, source, "evaluate")
+        progbar = Progbar(source.steps or 0, verbose)
+        results = _evaluate_batches(model, source.epoch(0), progbar, tta, "x")
+        return _evaluate_results(results, progbar, return_dict)
+    if steps is not None:
+        raise ValueError(f"`steps` is for a FolderDataset or an iterable of batches; with arrays, evaluate scores "
+                         f"all of x. Received: steps={steps}")
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     across_ranks = check_bool("across_ranks", across_ranks)
     ranks = distributed.Collective(model.device) if across_ranks and distributed.is_distributed() else None
@@ -847,6 +1033,11 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     tta_variants(tta)  # checks the argument before any work
     results = _evaluate_tensors(model, x_t.to(device), y_t.to(device), batch_size, progbar, tta,
                                 None if w_t is None else w_t.to(device), ranks)
+    return _evaluate_results(results, progbar, return_dict)
+
+
+def _evaluate_results(results: dict[str, float], progbar: Progbar,
+                      return_dict: bool) -> float | list[float] | dict[str, float]:
     progbar.finish(_sorted(results))
     if return_dict:  # Keras 3 returns `pythonify_logs(logs)`: sorted keys; the list keeps compile's order
         return _sorted(results)
@@ -856,7 +1047,17 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
 
 @torch.no_grad()
 def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: int | str = "auto",
-            tta: Any = None) -> np.ndarray:
+            tta: Any = None, steps: int | None = None) -> np.ndarray:
+    """Keras's `predict` (see `Model.predict`). `x` may be a FolderDataset or an iterable of batches (x, (x, y)
+    or (x,); `batch_size` None): one pass over it, or its first `steps` batches; a FolderDataset in its epoch-0
+    order (its `file_paths` order when it does not shuffle)."""
+    steps = check_steps("steps", steps)
+    if is_batches(x):
+        _check_batches_arguments("predict", x, None, batch_size)
+        return _predict_batches(model, BatchSource(x, steps, "x"), resolve_verbose(verbose), tta)
+    if steps is not None:
+        raise ValueError(f"`steps` is for a FolderDataset or an iterable of batches; with arrays, predict runs on "
+                         f"all of x. Received: steps={steps}")
     batch_size = 256 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     verbose = resolve_verbose(verbose)
     x_t = as_inputs(model, x)
@@ -874,4 +1075,26 @@ def predict(model: Sequential, x: Any, batch_size: int | None = None, verbose: i
         if progbar.due():
             progbar.update(step + 1, {})
     progbar.finish({})
+    return torch.cat(outputs).numpy()
+
+
+@torch.no_grad()
+def _predict_batches(model: Sequential, source: BatchSource, verbose: int, tta: Any) -> np.ndarray:
+    """`predict` over the batches of `source`; empty batches give no rows."""
+    variants = tta_variants(tta)
+    _build_for(model, source, "predict", needs_labels=False)
+    model.eval()
+    progbar = Progbar(source.steps or 0, verbose)
+    outputs = []
+    for step, batch in enumerate(source.epoch(0)):
+        x_b, _ = split_batch(batch, "x")
+        if len(x_b) == 0:
+            continue
+        xb = as_inputs(model, x_b, "x (a batch)").to(model.device, non_blocking=True)
+        outputs.append(tta_outputs(model, xb, variants).cpu())
+        if progbar.due():
+            progbar.update(step + 1, {})
+    progbar.finish({})
+    if not outputs:
+        raise ValueError("predict: `x` gave no sample (an exhausted generator, or every file failed)")
     return torch.cat(outputs).numpy()

@@ -1,0 +1,261 @@
+"""fit, evaluate and predict on a FolderDataset and on iterables of batches (generators, DataLoaders): the same
+weights as the same images given as arrays in the same order, validation in every form, exact resume in the
+middle of an epoch without decoding the skipped batches, and Keras 3's refusals and warnings."""
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import convnet
+from convnet import layers, optimizers
+from convnet.callbacks import Callback
+from convnet.datasets import FolderDataset, image_dataset_from_directory
+from convnet.datasets.local import pipeline
+from convnet.datasets.shapes import draw_shapes
+
+CLASSES = ("circle", "square", "triangle")
+SIDE, COUNT, BATCH = 12, 120, 16  # 120 images in batches of 16: 7 full batches and one of 8
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder per class of the synthetic shapes, 12x12 greyscale PNGs."""
+    root = tmp_path_factory.mktemp("shapes")
+    labels = np.arange(COUNT) % 3
+    images = draw_shapes(labels, SIDE, np.random.default_rng(0), classes=CLASSES)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (root / CLASSES[label]).mkdir(exist_ok=True)
+        Image.fromarray(image).save(root / CLASSES[label] / f"{i:03d}.png")
+    return root
+
+
+def load(root: Path, **options) -> FolderDataset:
+    options = {"image_size": (SIDE, SIDE), "color_mode": "grayscale", "batch_size": BATCH, "verbose": False,
+               "shuffle": False, **options}
+    return image_dataset_from_directory(root, **options)
+
+
+def make_model(seed: int = 0) -> convnet.Sequential:
+    torch.manual_seed(seed)
+    model = convnet.Sequential([layers.Input((SIDE, SIDE, 1)), layers.Rescaling(1 / 255),
+                                layers.Conv2D(4, 3, activation="relu"), layers.Flatten(), layers.Dropout(0.2),
+                                layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], device="cpu")
+    return model
+
+
+def train(model: convnet.Sequential, *args, **kwargs):
+    """`model.fit` from the same generator state every time (Dropout draws its masks from it)."""
+    torch.manual_seed(1)
+    return model.fit(*args, **kwargs)
+
+
+def same_weights(a: convnet.Sequential, b: convnet.Sequential) -> bool:
+    return all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+
+
+def loader(x: np.ndarray, y: np.ndarray, size: int = BATCH) -> torch.utils.data.DataLoader:
+    """A DataLoader of (x, y) in order; its own generator, as each iter() of one draws a seed from a generator
+    (else torch's global one, from which Dropout draws its masks)."""
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                       batch_size=size, generator=torch.Generator().manual_seed(0))
+
+
+def batches(x: np.ndarray, y: np.ndarray, size: int = BATCH):
+    for start in range(0, len(x), size):
+        yield x[start:start + size], y[start:start + size]
+
+
+def test_folder_trains_as_its_arrays_in_the_same_order(folder: Path) -> None:
+    data = load(folder)
+    x, y = data.as_arrays()
+    from_folder, from_arrays = make_model(), make_model()
+    history = train(from_folder, data, epochs=2, verbose=0)
+    train(from_arrays, x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    assert same_weights(from_folder, from_arrays)
+    assert sorted(history.history) == ["accuracy", "loss"] and len(history.history["loss"]) == 2
+
+
+def test_shuffled_folder_follows_its_epoch_order(folder: Path) -> None:
+    data = load(folder, shuffle=True, seed=5)
+    x, y = data.as_arrays()
+    from_folder, from_arrays = make_model(), make_model()
+    train(from_folder, data, epochs=2, verbose=0)
+    torch.manual_seed(1)
+    for epoch in range(2):  # the dataset's own order: epoch e visits epoch_order(e)
+        order = data.epoch_order(epoch)
+        from_arrays.fit(x[order], y[order], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    assert same_weights(from_folder, from_arrays)
+    assert not np.array_equal(data.epoch_order(0), data.epoch_order(1))
+
+
+def test_generator_and_dataloader_train_as_arrays(folder: Path) -> None:
+    x, y = load(folder).as_arrays()
+    reference = make_model()
+    train(reference, x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    endless = make_model()  # Keras: a generator with steps_per_epoch keeps one iterator across epochs
+    train(endless, itertools.chain.from_iterable(itertools.repeat(list(batches(x, y)))), steps_per_epoch=8, epochs=2,
+                verbose=0)
+    assert same_weights(endless, reference)
+    for steps in (None, 8):  # a sized iterable: a new pass each epoch, with or without steps_per_epoch
+        from_loader = make_model()
+        train(from_loader, loader(x, y), steps_per_epoch=steps, epochs=2, verbose=0)
+        assert same_weights(from_loader, reference)
+
+
+def test_empty_batches_are_skipped(folder: Path) -> None:
+    x, y = load(folder).as_arrays()
+    reference, with_empty = make_model(), make_model()
+    train(reference, batches(x, y), epochs=1, verbose=0)
+    with_holes = [b for pair in zip(batches(x, y), itertools.repeat((x[:0], y[:0]))) for b in pair]
+    history = train(with_empty, iter(with_holes), epochs=1, verbose=0)
+    assert same_weights(with_empty, reference)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_iterable_that_runs_out_warns_and_stops(folder: Path) -> None:
+    """Keras 3's EpochIterator: steps_per_epoch beyond what the input holds warns "Your input ran out of data"
+    and ends training after that epoch, with the batches it had."""
+    x, y = load(folder).as_arrays()
+    reference, short = make_model(), make_model()
+    train(reference, x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    with pytest.warns(UserWarning, match="ran out of data"):
+        history = train(short, batches(x, y), steps_per_epoch=10, epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 1
+    assert same_weights(short, reference)
+    plain = make_model()  # a generator without steps_per_epoch: exhausted after the first epoch
+    with pytest.warns(UserWarning, match="ran out of data"):
+        history = train(plain, batches(x, y), epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 2 and same_weights(plain, reference)
+
+
+def test_validation_data_as_dataset_and_iterable(folder: Path) -> None:
+    data = load(folder)
+    x, y = data.as_arrays()
+    scores = {}
+    for name, validation in [("arrays", (x, y)), ("dataset", load(folder)),
+                             ("loader", loader(x, y, 32))]:
+        model = make_model()
+        history = train(model, data, epochs=2, validation_data=validation, verbose=0)
+        scores[name] = np.array([history.history["val_loss"], history.history["val_accuracy"]])
+    np.testing.assert_allclose(scores["dataset"], scores["arrays"], rtol=1e-6)
+    np.testing.assert_allclose(scores["loader"], scores["arrays"], rtol=1e-6)
+
+
+def test_evaluate_and_predict_on_a_dataset(folder: Path) -> None:
+    data = load(folder)
+    x, y = data.as_arrays()
+    model = make_model()
+    train(model, x, y, batch_size=BATCH, verbose=0)
+    on_arrays = model.evaluate(x, y, verbose=0, return_dict=True)
+    on_dataset = model.evaluate(data, verbose=0, return_dict=True)
+    assert on_dataset.keys() == on_arrays.keys()
+    np.testing.assert_allclose(list(on_dataset.values()), list(on_arrays.values()), rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(data, verbose=0), model.predict(x, verbose=0))
+    first = model.evaluate(batches(x, y), steps=2, verbose=0, return_dict=True)
+    np.testing.assert_allclose(first["loss"], model.evaluate(x[:32], y[:32], verbose=0)[0], rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(data, steps=3, verbose=0), model.predict(x[:48], verbose=0))
+
+
+class _Crash(Callback):
+    """Raises after `at` = (epoch, step) has trained, before that step's checkpoint is written."""
+
+    def __init__(self, at: tuple[int, int]):
+        super().__init__()
+        self.at, self.epoch = at, 0
+
+    def uses_batch_hooks(self) -> bool:
+        return True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("crash")
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths every ImageReader.read decodes, in any thread."""
+    seen: list[str] = []
+    lock = threading.Lock()
+    read = pipeline.ImageReader.read
+
+    def counting(self, path: str) -> np.ndarray:
+        with lock:
+            seen.append(path)
+        return read(self, path)
+    monkeypatch.setattr(pipeline.ImageReader, "read", counting)
+    return seen
+
+
+def test_resume_mid_epoch_is_exact_and_skips_decoding(folder: Path, tmp_path: Path, decodes: list[str]) -> None:
+    streamed = {"memory_budget": 0, "shuffle": True}  # read from disk every epoch
+    reference = make_model()
+    data = load(folder, seed=7, **streamed)
+    assert not data.cached
+    del decodes[:]
+    train(reference, data, epochs=2, verbose=0)
+    assert len(decodes) == 2 * COUNT  # every image once per epoch
+    crashed = make_model()
+    with pytest.raises(RuntimeError, match="crash"):
+        train(crashed, load(folder, seed=7, **streamed), epochs=2, verbose=0, checkpoint_dir=tmp_path,
+                    checkpoint_interval=0.0, callbacks=[_Crash((1, 3))])
+    resumed = make_model(seed=1)  # other weights and generators: the checkpoint restores them
+    again = load(folder, seed=7, **streamed)
+    del decodes[:]
+    train(resumed, again, epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    assert same_weights(resumed, reference)
+    assert resumed.history.history["loss"] == reference.history.history["loss"]
+    left = np.concatenate([data.batch_indices(1, step) for step in range(3, len(data))])
+    assert sorted(decodes) == sorted(data.file_paths[i] for i in left)  # only batches 3.. of epoch 2
+
+
+def test_iterable_resumes_only_at_an_epoch_end(folder: Path, tmp_path: Path) -> None:
+    x, y = load(folder).as_arrays()
+    model = make_model()
+    with pytest.raises(RuntimeError, match="crash"):
+        train(model, batches(x, y), epochs=2, verbose=0, checkpoint_dir=tmp_path, checkpoint_interval=0.0,
+                  callbacks=[_Crash((0, 3))])
+    with pytest.raises(ValueError, match=r"at step 3 of epoch 1, and an iterable of batches .* cannot be rewound"):
+        train(make_model(), batches(x, y), epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    reference, interrupted = make_model(), make_model()
+    train(reference, list(batches(x, y)), epochs=2, verbose=0) if False else None
+    train(reference, loader(x, y), epochs=2, verbose=0)
+    end = tmp_path / "end"
+    train(interrupted, loader(x, y), epochs=1, verbose=0, checkpoint_dir=end)
+    resumed = make_model(seed=1)
+    train(resumed, loader(x, y), epochs=2, verbose=0, checkpoint_dir=end, resume=True)
+    assert same_weights(resumed, reference)
+
+
+def test_clear_errors(folder: Path) -> None:
+    data = load(folder)
+    x, y = data.as_arrays()
+    model = make_model()
+    with pytest.raises(ValueError, match=r"`batch_size` must be None when `x` is a FolderDataset.*batch_size=16"):
+        train(model, data, batch_size=32)
+    with pytest.raises(ValueError, match=r"`y` must be None when `x` is a FolderDataset"):
+        train(model, data, y)
+    with pytest.raises(ValueError, match=r"`batch_size` must be None when `x` is an iterable of batches"):
+        model.evaluate(batches(x, y), batch_size=8)
+    with pytest.raises(ValueError, match=r"`sample_weight` takes arrays"):
+        train(model, data, sample_weight=np.ones(COUNT))
+    with pytest.raises(ValueError, match=r"`steps_per_epoch` is for a FolderDataset or an iterable"):
+        train(model, x, y, steps_per_epoch=2)
+    with pytest.raises(ValueError, match=r"steps \(=9\) must be at most the dataset's 8 batches"):
+        train(model, data, steps_per_epoch=9)
+    with pytest.raises(ValueError, match=r"`steps_per_epoch` must be"):
+        train(model, data, steps_per_epoch=0)
+    with pytest.raises(ValueError, match=r"hold no labels"):
+        train(model, load(folder, labels=None))
+    with pytest.raises(ValueError, match=r"gave no batch"):
+        train(model, iter([]))
