@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 timeout 150 python3 -m pytest -m gpu -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.txt"
 timeout 240 python3 -m convnet bench --device cuda --batch-size 128,1024 --peers --repeats 3 \
     --out "$OUT/bench-gpu.json" 2>&1 | tee "$OUT/bench-gpu.txt"
-timeout 150 python3 -m convnet train --recipe fast --device cuda --out "$OUT/fast-run" --verbose 2 \
+timeout 150 python3 -m convnet train --model fast --device cuda --out "$OUT/fast-run" --verbose 2 \
     2>&1 | tee "$OUT/fast-run.txt"
 # the engine says why once at verbose level when it cannot capture: no such line means the run was graphed
 grep -h "CUDA graph capture is not possible" "$OUT/fast-run.txt" > "$OUT/graph-fallback.txt" \
