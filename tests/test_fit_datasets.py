@@ -120,20 +120,25 @@ def test_empty_batches_are_skipped(folder: Path) -> None:
     assert np.isfinite(history.history["loss"][0])
 
 
-def test_iterable_that_runs_out_warns_and_stops(folder: Path) -> None:
-    """Keras 3's EpochIterator: steps_per_epoch beyond what the input holds warns "Your input ran out of data"
-    and ends training after that epoch, with the batches it had."""
+def test_iterable_that_runs_out_warns_and_goes_on(folder: Path) -> None:
+    """Keras 3's EpochIterator (test_keras_input_running_out shows it): steps_per_epoch beyond what the input
+    holds warns "Your input ran out of data", ends the epoch with the batches it had, and starts the next epoch
+    with a new iter(data): a DataLoader's next pass. An epoch that gets no batch at all (an exhausted generator)
+    ends the fit without logging that epoch (convnet's choice)."""
     x, y = load(folder).as_arrays()
-    reference, short = make_model(), make_model()
-    train(reference, x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    reference = make_model()
+    train(reference, x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0)
+    short = make_model()
     with pytest.warns(UserWarning, match="ran out of data"):
-        history = train(short, batches(x, y), steps_per_epoch=10, epochs=3, verbose=0)
-    assert len(history.history["loss"]) == 1
-    assert same_weights(short, reference)
-    plain = make_model()  # a generator without steps_per_epoch: exhausted after the first epoch
-    with pytest.warns(UserWarning, match="ran out of data"):
-        history = train(plain, batches(x, y), epochs=3, verbose=0)
-    assert len(history.history["loss"]) == 2 and same_weights(plain, reference)
+        history = train(short, loader(x, y), steps_per_epoch=10, epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 3 and same_weights(short, reference)
+    once = make_model()
+    train(once, x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    for steps in (10, None):  # a generator: one pass, then nothing
+        exhausted = make_model()
+        with pytest.warns(UserWarning, match="ran out of data"):
+            history = train(exhausted, batches(x, y), steps_per_epoch=steps, epochs=3, verbose=0)
+        assert len(history.history["loss"]) == 1 and same_weights(exhausted, once)
 
 
 def test_validation_data_as_dataset_and_iterable(folder: Path) -> None:
@@ -259,3 +264,62 @@ def test_clear_errors(folder: Path) -> None:
         train(model, load(folder, labels=None))
     with pytest.raises(ValueError, match=r"gave no batch"):
         train(model, iter([]))
+
+
+def test_resume_restores_a_drawn_seed(folder: Path, tmp_path: Path) -> None:
+    """Without a seed, the dataset draws one for its epoch orders; the checkpoint keeps it, and the resumed fit
+    continues that run's order even though its own dataset drew another."""
+    streamed = {"memory_budget": 0, "shuffle": True}
+    first = load(folder, **streamed)
+    with pytest.raises(RuntimeError, match="crash"):
+        train(make_model(), first, epochs=2, verbose=0, checkpoint_dir=tmp_path, checkpoint_interval=0.0,
+              callbacks=[_Crash((1, 2))])
+    same = load(folder, **streamed)
+    same.load_state_dict(first.state_dict())
+    reference = make_model()
+    train(reference, same, epochs=2, verbose=0)
+    again = load(folder, **streamed)
+    resumed = make_model(seed=1)
+    train(resumed, again, epochs=2, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    assert again.seed == first.seed and same_weights(resumed, reference)
+
+
+def test_data_parallel_fit_refuses_batches(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convnet import distributed
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match=r"data-parallel training .* takes in-memory arrays.*as_arrays"):
+        make_model().fit(load(folder))
+
+
+@pytest.mark.keras
+def test_keras_input_running_out() -> None:
+    """Real Keras 3: steps_per_epoch (7) beyond a DataLoader's 5 batches warns "ran out of data" and ends each
+    epoch after the 5, then goes on with the next pass (test_iterable_that_runs_out_warns_and_goes_on); a
+    generator gives its 5 batches in the first epoch."""
+    keras = pytest.importorskip("keras")
+    x = np.random.default_rng(0).random((40, 4)).astype("float32")
+    y = (x.sum(axis=1) > 2).astype("int32")
+
+    class Count(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.steps: list[int] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps[-1] += 1
+
+    def generator():
+        for start in range(0, 40, 8):
+            yield x[start:start + 8], y[start:start + 8]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    count = Count()
+    with pytest.warns(UserWarning, match="ran out of data"):
+        history = model.fit(loader(x, y, 8), steps_per_epoch=7, epochs=3, verbose=0, callbacks=[count])
+    assert len(history.history["loss"]) == 3 and count.steps == [5, 5, 5]
+    with pytest.warns(UserWarning, match="ran out of data"):
+        model.fit(generator(), steps_per_epoch=7, epochs=1, verbose=0, callbacks=[count])
+    assert count.steps == [5]

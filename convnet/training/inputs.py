@@ -195,11 +195,13 @@ class BatchSource:
     `steps_per_epoch`) takes the first `steps` batches of each epoch's order.
 
     Any other iterable follows Keras 3's `EpochIterator`: without `steps`, each epoch is a fresh `iter(data)`
-    run until it is exhausted (a generator is exhausted after the first epoch: the next one ends at once, with a
-    warning, and training stops); with `steps`, one iterator is kept across epochs, and a new one is made when an
+    run until it is exhausted; with `steps`, one iterator is kept across epochs, and a new one is made when an
     iterable of known length (`len(data)`, a DataLoader) has given all its batches at the end of an epoch. An
-    iterator that runs out in the middle of an epoch ends that epoch with the batches it gave, with Keras's
-    warning, and training stops (`ran_out`).
+    iterator that runs out before `steps` batches ends that epoch with the batches it gave, with Keras's warning
+    "Your input ran out of data", and the next epoch starts a new `iter(data)` (a DataLoader's next pass), as
+    Keras 3 does: training goes on. An epoch that gets no batch at all (a generator exhausted by the epochs before)
+    sets `ran_out`: the fit ends there (Keras replays the batches it peeked at to learn the shapes, an artefact of
+    its generator adapter, not copied).
     """
 
     def __init__(self, data: Any, steps: int | None, argument: str = "x"):
@@ -268,9 +270,9 @@ class BatchSource:
                 self.drawn += 1
             given += 1
             yield batch
-        if (self.steps is not None and given < self.steps) or given == 0:
-            self.ran_out = True
-            self.iterator = None
+        if given == 0 or (self.steps is not None and given < self.steps):
+            self.ran_out = given == 0
+            self.iterator = None  # Keras: the next epoch starts a new iter(data)
             warnings.warn("Your input ran out of data; interrupting training. Make sure that your dataset or "
                           "generator can generate at least `steps_per_epoch * epochs` batches.", stacklevel=2)
         elif self.length is not None and self.drawn >= self.length:

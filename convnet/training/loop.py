@@ -465,6 +465,9 @@ class Trainer:
         self._begin_epoch(epoch)
         progbar = Progbar(self.steps or 0, self.verbose)
         self._steps(epoch, progbar, interrupt)
+        if self.source is not None and self.source.ran_out:  # the epoch got no batch: nothing to log, training ends
+            self.model.stop_training = True
+            return
         logs = self._epoch_logs(epoch)
         progbar.finish(logs, step=self.state.step)
         for callback in self.callbacks:
@@ -522,8 +525,6 @@ class Trainer:
                 break
         if nan_watch is not None:
             nan_watch.flush()
-        if self.source is not None and self.source.ran_out:
-            self.model.stop_training = True  # Keras: the input ran out of data; the epoch ends, then training
 
     def _positions(self, epoch: int) -> Iterator[tuple[int, Any]]:
         """(step, batch) for the epoch's remaining steps; the batch is None for arrays (`_train_step` gathers it)."""
