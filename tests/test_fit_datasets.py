@@ -15,7 +15,7 @@ from PIL import Image
 import convnet
 from convnet import layers, optimizers
 from convnet.callbacks import Callback
-from convnet.datasets import FolderDataset, image_dataset_from_directory
+from convnet.datasets import BadImageWarning, FolderDataset, image_dataset_from_directory
 from convnet.datasets.local import pipeline
 from convnet.datasets.shapes import draw_shapes
 
@@ -118,6 +118,23 @@ def test_empty_batches_are_skipped(folder: Path) -> None:
     history = train(with_empty, iter(with_holes), epochs=1, verbose=0)
     assert same_weights(with_empty, reference)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_files_that_fail_after_the_scan_are_skipped(folder: Path, tmp_path: Path) -> None:
+    """A streamed folder whose first batch's files are deleted after the scan: that batch comes empty and is
+    skipped (a warning per file, no crash); the rest trains as the same batches given as arrays."""
+    import shutil
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    x, y = load(copy).as_arrays()
+    data = load(copy, memory_budget=0, batch_size=4)
+    for path in data.file_paths[:4]:
+        Path(path).unlink()
+    model, reference = make_model(), make_model()
+    with pytest.warns(BadImageWarning, match="passes the scan but fails now|passed the scan but fails now"):
+        train(model, data, epochs=1, verbose=0)
+    train(reference, batches(x[4:], y[4:], 4), epochs=1, verbose=0)
+    assert same_weights(model, reference)
+    assert len(data.bad_files) == 4
 
 
 def test_iterable_that_runs_out_warns_and_goes_on(folder: Path) -> None:
