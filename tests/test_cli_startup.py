@@ -60,7 +60,8 @@ COMMANDS = ["train", "evaluate", "predict", "summary", "featuremaps", "filters",
     (["train", "--dataset", "fashon"], 2, "err", "unknown dataset 'fashon'. Did you mean 'fashion-mnist'?"),
     (["train", "--optimizer", "nadamm"], 2, "err", "unknown optimizer 'nadamm'. Did you mean 'nadam'"),
     (["train", "--schedule", "cosin"], 2, "err", "unknown schedule 'cosin'. Did you mean 'cosine'?"),
-    (["train", "--augment", "flip-shfit"], 2, "err", "unknown augment 'flip-shfit'. Did you mean 'flip-shift' or 'flip' or 'shift'?"),
+    (["train", "--augment", "flip-shfit"], 2, "err",
+     "unknown augment 'flip-shfit'. Did you mean 'flip-shift' or 'flip' or 'shift'?"),
     (["train", "--recipe", "fsat"], 2, "err", "unknown recipe 'fsat'. Did you mean 'fast'?"),
 ])
 def test_help_version_and_usage_errors_import_nothing_heavy(argv, code, stream, text):
