@@ -381,6 +381,12 @@ def _same(default: Any, value: Any) -> bool:
     return default == value
 
 
+def existing_weights(*weights: tuple[str, torch.Tensor | None, str]) -> list[tuple[str, torch.Tensor, str]]:
+    """The `Layer._variables()` entries, (Keras name, tensor, layout), whose tensor exists: an unbuilt layer's
+    weights and a bias or scale the layer does without are None and left out."""
+    return [(name, tensor, layout) for name, tensor, layout in weights if tensor is not None]
+
+
 # Weight layouts: "same" (a bias, BatchNormalization's vectors), "hwio" (a conv kernel, stored by PyTorch as
 # (O, I, kh, kw), by Keras as (kh, kw, I, O)), "io" (a dense kernel, stored (O, I), Keras's (I, O)).
 

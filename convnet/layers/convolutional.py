@@ -27,6 +27,7 @@ from convnet.layers.base import (
     Shape,
     activation_config,
     check_data_format,
+    existing_weights,
     from_keras_layout,
     int_pair,
     register,
@@ -124,12 +125,7 @@ class Conv2D(regularizers.Regularized, ActivationMixin, Layer):
         return window_geometry(input_shape, self.kernel_size, self.strides, self.padding, self.dilation_rate)
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
-        if self.kernel is None:
-            return []
-        variables: list[tuple[str, torch.Tensor, str]] = [("kernel", self.kernel, "hwio")]
-        if self.bias is not None:
-            variables.append(("bias", self.bias, "same"))
-        return variables
+        return existing_weights(("kernel", self.kernel, "hwio"), ("bias", self.bias, "same"))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),

@@ -26,6 +26,7 @@ from convnet.layers.base import (
     Shape,
     activation_config,
     check_input_shape,
+    existing_weights,
     register,
 )
 
@@ -97,12 +98,7 @@ class Dense(regularizers.Regularized, ActivationMixin, Layer):
         return (*input_shape[:-1], self.units)
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
-        if self.kernel is None:
-            return []
-        variables: list[tuple[str, torch.Tensor, str]] = [("kernel", self.kernel, "io")]
-        if self.bias is not None:
-            variables.append(("bias", self.bias, "same"))
-        return variables
+        return existing_weights(("kernel", self.kernel, "io"), ("bias", self.bias, "same"))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units, "activation": activation_config(self.activation),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from convnet import initializers
 from convnet._internal.checks import check_bool, check_float, describe, is_int, shape_str
 from convnet._internal.kernels import channels_first, channels_last
-from convnet.layers.base import Geometry, Layer, Shape, register
+from convnet.layers.base import Geometry, Layer, Shape, existing_weights, register
 
 
 @register
@@ -83,14 +83,10 @@ class BatchNormalization(Layer):
         return out
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
-        if not self.built:
+        if not self.built:  # the moving statistics are registered by build
             return []
-        variables: list[tuple[str, torch.Tensor, str]] = []
-        if self.gamma is not None:
-            variables.append(("gamma", self.gamma, "same"))
-        if self.beta is not None:
-            variables.append(("beta", self.beta, "same"))
-        return [*variables, ("moving_mean", self.moving_mean, "same"), ("moving_variance", self.moving_variance, "same")]
+        return existing_weights(("gamma", self.gamma, "same"), ("beta", self.beta, "same"),
+                                ("moving_mean", self.moving_mean, "same"), ("moving_variance", self.moving_variance, "same"))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": -1, "momentum": self.momentum, "epsilon": self.epsilon,
@@ -177,12 +173,7 @@ class LayerNormalization(Layer):
         return ((1, 1, 0), (1, 1, 0)) if self._axes_for(input_shape) == (3,) else None
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
-        variables: list[tuple[str, torch.Tensor, str]] = []
-        if self.gamma is not None:
-            variables.append(("gamma", self.gamma, "same"))
-        if self.beta is not None:
-            variables.append(("beta", self.beta, "same"))
-        return variables
+        return existing_weights(("gamma", self.gamma, "same"), ("beta", self.beta, "same"))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,

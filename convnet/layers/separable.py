@@ -34,6 +34,7 @@ from convnet.layers.base import (
     Shape,
     activation_config,
     check_data_format,
+    existing_weights,
     from_keras_layout,
     int_pair,
     register,
@@ -151,12 +152,7 @@ class DepthwiseConv2D(_Depthwise):
         return 0 if None in output_shape else math.prod(output_shape) * math.prod(self.kernel_size)
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
-        if self.kernel is None:
-            return []
-        variables: list[tuple[str, torch.Tensor, str]] = [("kernel", self.kernel, "hwio")]
-        if self.bias is not None:
-            variables.append(("bias", self.bias, "same"))
-        return variables
+        return existing_weights(("kernel", self.kernel, "hwio"), ("bias", self.bias, "same"))
 
 
 @register
@@ -206,13 +202,8 @@ class SeparableConv2D(_Depthwise):
         return positions * depth * (math.prod(self.kernel_size) + self.filters)
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
-        if self.depthwise_kernel is None or self.pointwise_kernel is None:
-            return []
-        variables: list[tuple[str, torch.Tensor, str]] = [("depthwise_kernel", self.depthwise_kernel, "hwio"),
-                                                          ("pointwise_kernel", self.pointwise_kernel, "hwio")]
-        if self.bias is not None:
-            variables.append(("bias", self.bias, "same"))
-        return variables
+        return existing_weights(("depthwise_kernel", self.depthwise_kernel, "hwio"),
+                                ("pointwise_kernel", self.pointwise_kernel, "hwio"), ("bias", self.bias, "same"))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
