@@ -109,6 +109,15 @@ def check_choice(name: str, value: Any, choices: Sequence[str], *, kind: str | N
     return lowered
 
 
+def int_or_ints(name: str, value: Any) -> int | list[int]:
+    """An int, or a non-empty sequence of ints as a list (Keras's `axis` arguments)."""
+    if is_int(value):
+        return int(value)
+    if isinstance(value, Sequence) and not isinstance(value, str) and value and all(is_int(v) for v in value):
+        return [int(v) for v in value]
+    raise TypeError(f"`{name}` must be an int or a list of ints. Received: {name}={describe(value)}")
+
+
 def int_tuple(name: str, value: Any, n: int, *, minimum: int = 1) -> tuple[int, ...]:
     """An int or a sequence of `n` ints, as an n-tuple of ints >= minimum (Keras's `kernel_size` rule)."""
     if is_int(value):

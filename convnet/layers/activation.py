@@ -16,13 +16,13 @@ A model ending in `Softmax()` (axis -1) trains on its logits, exactly as one end
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from convnet import activations
-from convnet._internal.checks import check_float, describe, is_int, shape_str
+from convnet._internal.checks import check_float, int_or_ints, shape_str
 from convnet.layers.base import Geometry, Layer, Shape, register
 
 
@@ -93,12 +93,7 @@ class Softmax(Layer):
 
     def __init__(self, axis: int | Sequence[int] = -1, **kwargs: Any):
         super().__init__(**kwargs)
-        if is_int(axis):
-            self.axis: int | list[int] = int(cast(int, axis))
-        elif isinstance(axis, Sequence) and not isinstance(axis, str) and axis and all(is_int(a) for a in axis):
-            self.axis = [int(a) for a in axis]
-        else:
-            raise TypeError(f"`axis` must be an int or a list of ints. Received: axis={describe(axis)}")
+        self.axis: int | list[int] = int_or_ints("axis", axis)
         axes = [self.axis] if isinstance(self.axis, int) else self.axis
         if 0 in axes:
             raise ValueError(f"`axis` counts the batch axis (0), and a softmax across the batch would make each "

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from convnet import initializers
-from convnet._internal.checks import check_bool, check_float, describe, is_int, shape_str
+from convnet._internal.checks import check_bool, check_float, int_or_ints, shape_str
 from convnet._internal.kernels import channels_first, channels_last
 from convnet.layers.base import Geometry, Layer, Shape, existing_weights, register
 
@@ -108,12 +108,7 @@ class LayerNormalization(Layer):
                  scale: bool = True, beta_initializer: Any = "zeros", gamma_initializer: Any = "ones",
                  **kwargs: Any):
         super().__init__(**kwargs)
-        if is_int(axis):
-            self.axis: int | list[int] = int(cast(int, axis))
-        elif isinstance(axis, Sequence) and not isinstance(axis, str) and axis and all(is_int(a) for a in axis):
-            self.axis = [int(a) for a in axis]
-        else:
-            raise TypeError(f"`axis` must be an int or a list of ints. Received: axis={describe(axis)}")
+        self.axis: int | list[int] = int_or_ints("axis", axis)
         if 0 in ([self.axis] if isinstance(self.axis, int) else self.axis):
             raise ValueError(f"`axis` counts the batch axis (0), which a layer normalisation does not normalise "
                              f"over (each sample is normalised on its own); use 1, 2, ... or -1. "
