@@ -917,6 +917,19 @@ def tta_outputs(model: Sequential, x: torch.Tensor, variants: list[str]) -> torc
     return from_probabilities(loss, mean)
 
 
+def _score_batch(model: Sequential, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None, part: Any,
+                 variants: list[str]) -> torch.Tensor:
+    """One batch's [loss, metric...] sums: the engine's, or with test-time augmentation the averaged outputs
+    (of the model's own kind, see tta_outputs) scored as the loss takes them."""
+    if len(variants) == 1:
+        return model.engine.eval_batch(xb, yb, wb, part)
+    loss = model.loss
+    assert loss is not None, "evaluate needs a compiled model"
+    outputs = tta_outputs(model, xb, variants)
+    _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, wb), xb.shape[0], wb, part)
+    return batch_sums(model, reported, yb, outputs, None, wb)
+
+
 @torch.no_grad()
 def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                       progbar: Progbar | None = None, tta: Any = None, sample_weight: torch.Tensor | None = None,
@@ -925,8 +938,7 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
     With `ranks`, each rank scores its slice of every batch and the sums are added up over the ranks: every
     sample counts once."""
     model.eval()
-    engine, loss = model.engine, model.loss
-    assert loss is not None, "evaluate needs a compiled model"
+    assert model.loss is not None, "evaluate needs a compiled model"
     scores = Scores(model)
     totals = torch.zeros(scores.size, dtype=torch.float64, device=model.device)
     variants = tta_variants(tta)
@@ -941,12 +953,7 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
             xb, yb, wb = xb[mine], yb[mine], None if wb is None else wb[mine]
             if xb.shape[0] == 0:
                 continue
-        if len(variants) == 1:
-            totals += engine.eval_batch(xb, yb, wb, part)
-        else:  # outputs of the model's own kind (see tta_outputs), scored as the loss takes them
-            outputs = tta_outputs(model, xb, variants)
-            _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, wb), xb.shape[0], wb, part)
-            totals += batch_sums(model, reported, yb, outputs, None, wb)
+        totals += _score_batch(model, xb, yb, wb, part, variants)
         seen += xb.shape[0]
         if progbar is not None and progbar.due():
             progbar.update(step + 1, scores.means(totals, seen))  # this process's share, until the end
@@ -961,8 +968,7 @@ def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progba
     """`_evaluate_tensors` over batches given one by one ((x, y) as a FolderDataset or an iterable yields them);
     empty batches (files that failed after the scan) are skipped."""
     model.eval()
-    engine, loss = model.engine, model.loss
-    assert loss is not None, "evaluate needs a compiled model"
+    assert model.loss is not None, "evaluate needs a compiled model"
     scores = Scores(model)
     totals = torch.zeros(scores.size, dtype=torch.float64, device=model.device)
     variants = tta_variants(tta)
@@ -973,12 +979,7 @@ def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progba
             continue
         xb = as_inputs(model, x_b, f"{argument} (a batch)").to(model.device, non_blocking=True)
         yb = as_targets(model, y_b, xb.shape[0], f"{argument} (a batch's y)").to(model.device, non_blocking=True)
-        if len(variants) == 1:
-            totals += engine.eval_batch(xb, yb)
-        else:
-            outputs = tta_outputs(model, xb, variants)
-            _, reported = batch_loss(model, loss_sum(loss, yb, outputs, None, None), xb.shape[0], None, None)
-            totals += batch_sums(model, reported, yb, outputs, None, None)
+        totals += _score_batch(model, xb, yb, None, None, variants)
         seen += xb.shape[0]
         if progbar is not None and progbar.due():
             progbar.update(step + 1, scores.means(totals, seen))
