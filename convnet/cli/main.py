@@ -124,9 +124,7 @@ def _train(args: argparse.Namespace, config: Any, first: bool) -> int:
         if getattr(error, "raised_on_rank0", False):
             return EXIT_FAILED  # rank 0 says it
         folder = config.out or "the run folder"
-        last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
-        kept = (f"the last checkpoint is intact: {last}; free some space and resume with: "
-                f"{_resume_command(folder)}" if os.path.exists(last) else "no checkpoint was written yet")
+        kept = _what_is_kept(folder, _resume_command(folder), advice="free some space and ")
         print(f"convnet train: error: writing failed ({error.strerror or error}); {kept}", file=sys.stderr)
         return EXIT_FAILED
     except TrainingInterrupted as interrupted:
@@ -157,6 +155,16 @@ def _train(args: argparse.Namespace, config: Any, first: bool) -> int:
     print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json, "
           f"{CHECKPOINTS}/")
     return 0
+
+
+def _what_is_kept(folder: str, resume: str, advice: str = "") -> str:
+    """What a failed run leaves, for its error line: the intact last checkpoint and the `resume` command
+    (after `advice`), or that none was written yet."""
+    from convnet.runs.job import CHECKPOINTS
+    last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
+    if not os.path.exists(last):
+        return "no checkpoint was written yet"
+    return f"the last checkpoint is intact: {last}; {advice}resume with: {resume}"
 
 
 def _resume_command(folder: str) -> str:
@@ -227,7 +235,7 @@ def _launch(args: argparse.Namespace, config: Any, settings: dict[str, Any]) -> 
     from torch.distributed.elastic.rendezvous.api import RendezvousError
 
     from convnet import distributed
-    from convnet.runs.job import CHECKPOINTS, default_folder
+    from convnet.runs.job import default_folder
     from convnet.utils import resolve_device
     world = settings["nproc_per_node"] * settings["nnodes"]
     config.validate()  # say a bad setting once, here, rather than once per process
@@ -258,9 +266,7 @@ def _launch(args: argparse.Namespace, config: Any, settings: dict[str, Any]) -> 
         rank, failure = failed.get_first_failure()
         how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else
                f"exited with code {failure.exitcode}")
-        last = os.path.join(folder, CHECKPOINTS, "last.ckpt")
-        kept = (f"the last checkpoint is intact: {last}; resume with: convnet train --resume {folder} "
-                f"{' '.join(_launch_argv(args))}" if os.path.exists(last) else "no checkpoint was written yet")
+        kept = _what_is_kept(folder, f"convnet train --resume {folder} {' '.join(_launch_argv(args))}")
         print(f"convnet train: error: rank {rank} {how}, so the other processes were stopped; {kept}", file=sys.stderr)
         return EXIT_FAILED
     except SignalException as stopped:
