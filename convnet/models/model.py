@@ -158,20 +158,19 @@ class Model(torch.nn.Module):
     @property
     def input_shape(self) -> Any:
         """The input shape with the batch axis as None, as Keras: (None, 28, 28, 1); a list for several inputs."""
-        shapes = self.sample_shapes("input")
-        if shapes is None:
-            return None
-        batched = [(None, *shape) for shape in shapes]
-        return batched[0] if self._single_input else batched
+        return self._batched_shapes("input", self._single_input)
 
     @property
     def output_shape(self) -> Any:
         """The output shape with the batch axis as None, as Keras: (None, 10); a list for several outputs."""
-        shapes = self.sample_shapes("output")
+        return self._batched_shapes("output", self._single_output)
+
+    def _batched_shapes(self, which: str, single: bool) -> Any:
+        shapes = self.sample_shapes(which)
         if shapes is None:
             return None
         batched = [(None, *shape) for shape in shapes]
-        return batched[0] if self._single_output else batched
+        return batched[0] if single else batched
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
         """A layer by name, or by position in `layers`."""
