@@ -530,10 +530,6 @@ class Model(torch.nn.Module):
     def count_trainable_params(self) -> int:
         return sum(layer.count_trainable_params() for layer in self.layers)
 
-    @property
-    def trainable(self) -> bool:
-        return any(p.requires_grad for p in self.parameters()) or not any(True for _ in self.parameters())
-
     # -- inspection -------------------------------------------------------------------------------
     def layer_table(self) -> list[dict[str, Any]]:
         """Per layer: name, type, output shape, parameters, multiply-adds per sample, the layers it is
