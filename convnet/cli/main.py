@@ -20,7 +20,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from convnet import __version__
 from convnet.cli import completion
@@ -70,9 +70,13 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         # the choices are shown, not enforced here: the config checks them (case-insensitively, with close-match
         # suggestions), so that rule lives in one place
         metavar = "{" + ",".join(choices) + "}" if choices else item.name.upper()
-        shown = "" if item.default is None else f" (default: {item.default})"
         # SUPPRESS: only the options given on the command line appear in the namespace, so a recipe can
         # tell them from defaults
+        if hints[item.name] is bool:  # a switch: `--strict`, off unless given
+            parser.add_argument(_flag(item.name), dest=item.name, action="store_true", default=argparse.SUPPRESS,
+                                help=item.metadata.get("help", ""))
+            continue
+        shown = "" if item.default is None else f" (default: {item.default})"
         action = parser.add_argument(_flag(item.name), dest=item.name, type=_converter(item.name, hints[item.name]),
                                      default=argparse.SUPPRESS, metavar=metavar,
                                      help=item.metadata.get("help", "") + shown)
@@ -90,9 +94,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.resume)
         _check_resume_options(args.resume, config, given)
     else:
+        _check_data_options(given)
         config = TrainConfig(**given).with_recipe(keep=given).check_names()  # a typo answers before torch loads
     launch = _launch_settings(args)
     if launch is not None:
+        if config.data is not None and os.path.isdir(config.data):
+            raise UsageError("--data FOLDER trains in one process for now: data-parallel training (--nproc-per-node, "
+                             "--nnodes) takes in-memory arrays, so use --data FILE.npz (np.savez of x_train, y_train, "
+                             "x_test, y_test), or drop the launcher options")
         return _launch(args, config, launch)
     from convnet import distributed
     distributed.init(device=config.device)  # started by torchrun: join its process group (else nothing happens)
@@ -149,11 +158,20 @@ def _train(args: argparse.Namespace, config: Any, first: bool) -> int:
         return 0
     metrics = result.metrics
     processes = f" x {metrics['world_size']} processes" if metrics.get("world_size", 1) > 1 else ""
-    print(f"Test accuracy: {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
-          f"{metrics['test_images']} test images; training took {metrics['train_seconds']:.1f} s on "
-          f"{metrics['device']}{processes}{' (this process, since resuming)' if metrics['resumed'] else ''}")
-    print(f"Run saved in {result.folder}: model.convnet, history.csv, history.json, metrics.json, config.json, "
-          f"{CHECKPOINTS}/")
+    took = (f"training took {metrics['train_seconds']:.1f} s on {metrics['device']}{processes}"
+            f"{' (this process, since resuming)' if metrics['resumed'] else ''}")
+    if metrics["test_accuracy"] is not None:
+        print(f"Test accuracy: {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
+              f"{metrics['test_images']} test images; {took}")
+    elif "val_accuracy" in metrics:
+        print(f"No test set (no --test-data): validation accuracy {metrics['val_accuracy']:.4f} (loss "
+              f"{metrics['val_loss']:.4f}) on {metrics['val_images']} held-out images; {took}")
+    else:
+        print(f"No test set (no --test-data) and no validation (--val-split 0); {took}")
+    files = "model.convnet, history.csv, history.json, metrics.json, config.json"
+    if "bad_files" in metrics:
+        files += ", bad_files.json"
+    print(f"Run saved in {result.folder}: {files}, {CHECKPOINTS}/")
     return 0
 
 
@@ -180,11 +198,31 @@ def _resume_command(folder: str) -> str:
     return f"{command} --nproc-per-node {per_node} --nnodes {world // per_node} (and the other options, on every node)"
 
 
+def _check_data_options(given: dict[str, Any]) -> None:
+    """UsageError for the built-in datasets' options given with --data, which names the images instead."""
+    if "data" not in given:
+        return
+    for name, instead in (("dataset", "--data names the images to train on; give one of them"),
+                          ("data_dir", "it is where the built-in datasets' files are; --data names your images"),
+                          ("val_size", "it holds out images of a built-in dataset; with --data, use --val-split "
+                                       "FRACTION")):
+        if name in given:
+            raise UsageError(f"{_flag(name)} cannot be used with --data: {instead}")
+
+
+_PATHS = ("out", "data", "test_data")  # settings that name a file or folder: compared as absolute paths
+
+
 def _check_resume_options(folder: str, config: Any, given: dict[str, Any]) -> None:
     """UsageError when options given with --resume differ from the run's saved settings (which it continues with):
     resuming another model, batch size or data would not continue that run."""
-    differing = [name for name, value in given.items()
-                 if (os.path.abspath(value) != os.path.abspath(folder) if name == "out" else getattr(config, name) != value)]
+    saved = {**dataclasses.asdict(config), "out": folder}
+
+    def same(name: str, value: Any) -> bool:
+        if name in _PATHS and isinstance(value, str) and isinstance(saved[name], str):
+            return os.path.abspath(value) == os.path.abspath(saved[name])
+        return bool(saved[name] == value)
+    differing = [name for name, value in given.items() if not same(name, value)]
     if differing:
         shown = ", ".join(f"{_flag(name)} {given[name]} (the run has {getattr(config, name)})" for name in differing)
         raise UsageError(f"--resume {folder} continues that run with the settings it was started with; {shown}: drop "
@@ -283,7 +321,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
     """The TrainConfig options given on the command line (`--out` apart), as the processes' arguments."""
     from convnet.runs.config import TrainConfig
     return [part for item in dataclasses.fields(TrainConfig) if hasattr(args, item.name) and item.name != "out"
-            for part in (_flag(item.name), str(getattr(args, item.name)))]
+            for part in ((_flag(item.name),) if isinstance(getattr(args, item.name), bool)  # a switch, given
+                         else (_flag(item.name), str(getattr(args, item.name))))]
 
 
 def _launch_argv(args: argparse.Namespace) -> list[str]:
@@ -293,21 +332,85 @@ def _launch_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from convnet.datasets import get_dataset
     from convnet.runs.config import TrainConfig
     from convnet.runs.job import load_split
     model = load_model_file(args.model, args.device, compile=True)
     if not model.compiled:
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device=args.device)
+    if args.data is not None:
+        return _evaluate_data(args, model)
     name = args.dataset or model.metadata.get("dataset")
     if name is None:
-        raise UsageError(f"{args.model} does not say which dataset it was trained on; pass --dataset")
+        trained_on = (model.metadata.get("data") or {}).get("path")
+        where = f" (it was trained on {trained_on})" if trained_on else ""
+        raise UsageError(f"{args.model} does not say which dataset it was trained on{where}; pass --data FOLDER "
+                         f"(one subfolder per class) or FILE.npz, or --dataset NAME")
+    from convnet.datasets import get_dataset
     get_dataset(name)
     config = TrainConfig(dataset=name, data_dir=args.data_dir, test_limit=args.limit, device=args.device)
     *_, x_test, y_test = load_split(config)
     results = model.evaluate(x_test, y_test, batch_size=args.batch_size, verbose=0, return_dict=True)
     shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
     print(f"{args.model} on {len(x_test)} {name} test images: {shown}")
+    return 0
+
+
+def _evaluate_data(args: argparse.Namespace, model: Any) -> int:
+    """`evaluate MODEL --data FOLDER|FILE.npz`: a folder read at the model's input size and channels, its class
+    folders checked against the model's class names; an .npz file's test arrays. Pixels times the model's
+    preprocessing scale."""
+    import numpy as np
+
+    from convnet.datasets import image_dataset_from_directory, load_npz
+    from convnet.models.model import sample_shape
+    from convnet.runs.config import class_folders, data_kind
+    if args.dataset is not None:
+        raise UsageError("--dataset cannot be used with --data: --data names the images to evaluate on; give one")
+    shape = sample_shape(model)
+    if shape is None or len(shape) != 3 or shape[2] not in (1, 3, 4):
+        raise UsageError(f"{args.model} takes inputs of shape {shape}, not images (height, width, 1, 3 or 4 channels)")
+    height, width, channels = shape
+    scale = float((model.metadata.get("preprocessing") or {}).get("scale", 1.0))
+    names = [str(name) for name in model.metadata.get("class_names") or []]
+    kind = data_kind(args.data)
+    if kind == "folder":
+        classes = class_folders(args.data)
+        if names and classes != names:
+            only_model, only_folder = sorted(set(names) - set(classes)), sorted(set(classes) - set(names))
+            raise UsageError(f"the class folders of {args.data} differ from the classes of {args.model}, so a label "
+                             f"would not mean the model's class: only in the model: {only_model or 'none'}; only in "
+                             f"the folder: {only_folder or 'none'}")
+        if args.limit is not None:
+            raise UsageError("--limit takes an .npz file's test arrays or a built-in dataset; a folder is read whole")
+        data = cast(Any, image_dataset_from_directory)(args.data, image_size=(height, width), batch_size=args.batch_size,
+                                            color_mode={1: "grayscale", 3: "rgb", 4: "rgba"}[channels],
+                                            shuffle=False, verbose=False)
+        count = data.num_samples
+        batches = data if scale == 1.0 else ((x * np.float32(scale), y) for x, y in data)  # 0-255 -> the model's
+        results = model.evaluate(batches, verbose=0, return_dict=True)
+        if data.bad_files:
+            print(f"Skipped {len(data.bad_files)} image file(s) that cannot be used, e.g. {data.bad_files[0][0]}: "
+                  f"{data.bad_files[0][1]}")
+    else:
+        arrays = load_npz(args.data)
+        own = list(arrays.class_names)
+        numbered = own == [str(i) for i in range(len(own))]  # load_npz's names for a file without class_names
+        if names and ((own != names and not numbered) or len(own) > len(names)):
+            raise UsageError(f"the classes of {args.data} differ from those of {args.model}: "
+                             f"{list(arrays.class_names)} and {names}")
+        if arrays.input_shape != (height, width, channels):
+            raise UsageError(f"{args.data} holds images of {arrays.input_shape} but {args.model} takes {shape}")
+        (_, _), (x_test, y_test) = arrays.load_data()
+        if args.limit is not None:
+            x_test, y_test = x_test[:args.limit], y_test[:args.limit]
+        x = x_test.astype(np.float32).reshape(len(x_test), height, width, channels)  # (N, H, W) -> (N, H, W, C)
+        if x_test.dtype.kind == "f" and x.size and x.min() >= 0.0 and x.max() <= 1.0:
+            x = x * np.float32(255)  # floats within [0, 1] were scaled already, as `convnet train --data` takes them
+        count = len(x)
+        results = model.evaluate(x * np.float32(scale), y_test.astype(np.int64), batch_size=args.batch_size,
+                                 verbose=0, return_dict=True)
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in results.items())
+    print(f"{args.model} on {count} images of {args.data}: {shown}")
     return 0
 
 
@@ -399,7 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     complete_with(evaluate.add_argument("--dataset", help="dataset to test on (default: the one the model was "
                                         "trained on)"), "dataset")
     complete_with(evaluate.add_argument("--data-dir", help="folder holding the dataset files"), "dir")
-    evaluate.add_argument("--limit", type=int, help="the first N test images only")
+    complete_with(evaluate.add_argument("--data", help="your own images instead: a folder with one subfolder per "
+                                        "class (the model's class names; read at its input size and channels), or "
+                                        "an .npz file (its x_test, y_test)"), "file")
+    evaluate.add_argument("--limit", type=int, help="the first N test images only (not with a --data folder)")
     evaluate.add_argument("--batch-size", type=int, default=512)
     complete_with(evaluate.add_argument("--device", default="auto"), "device")
     evaluate.set_defaults(run=_cmd_evaluate)

@@ -16,7 +16,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "AUGMENTATIONS", "PRECISIONS", "RECIPES", "MODEL_RECIPES", "CONFIG_FILE", "load_config"]
+__all__ = ["TrainConfig", "AUGMENTATIONS", "PRECISIONS", "RECIPES", "MODEL_RECIPES", "CONFIG_FILE", "COLOR_MODES",
+           "DEFAULT_VAL_SPLIT", "load_config", "parse_image_size", "data_kind", "class_folders"]
 
 
 def _option(default: Any, help: str, choices: Sequence[str] = (), complete: str | None = None) -> Any:
@@ -40,6 +41,45 @@ RECIPES: dict[str, dict[str, Any]] = {
 # the recipe a model preset trains with when no --recipe is given (its settings still yield to explicit options)
 MODEL_RECIPES = {"fast": "fast"}
 CONFIG_FILE = "config.json"
+COLOR_MODES = ("grayscale", "rgb", "rgba")  # image_dataset_from_directory's, 1, 3 and 4 channels
+DEFAULT_VAL_SPLIT = 0.1  # of a --data run's training images; the built-in datasets hold out at most 10% too
+_DATA_OPTIONS = ("test_data", "image_size", "color_mode", "val_split")  # the settings that go with `data`
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """(height, width) from "64x48" (height 64, width 48, Keras's image_size order) or "28" (a square).
+
+        >>> parse_image_size("64x48"), parse_image_size("28")
+        ((64, 48), (28, 28))
+    """
+    parts = text.lower().split("x") if isinstance(text, str) else []
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+        raise ValueError(f"`image_size` must be HEIGHTxWIDTH in pixels (e.g. 64x48: height 64, width 48) or one "
+                         f"number for a square (e.g. 28). Received: image_size={text!r}")
+    height = int(parts[0])
+    return height, int(parts[-1])
+
+
+def data_kind(path: str, argument: str = "data") -> str:
+    """"folder" or "npz": what `path` is, or a ValueError/FileNotFoundError naming `argument`."""
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"`{argument}` must be the path of a folder or an .npz file. Received: {argument}={path!r}")
+    if os.path.isdir(path):
+        return "folder"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"`{argument}`: no such folder or file: {path!r}")
+    if path.lower().endswith(".npz"):
+        return "npz"
+    raise ValueError(f"`{argument}` must be a folder holding one subfolder of images per class, or an .npz file "
+                     f"(np.savez of x_train, y_train, x_test, y_test). Received: {argument}={path!r}, a file that is "
+                     f"neither")
+
+
+def class_folders(folder: str) -> list[str]:
+    """The class folders of an image folder, as image_dataset_from_directory reads them: its subfolders whose
+    names do not start with ".", sorted (label i is the i-th)."""
+    return sorted(name for name in os.listdir(folder)
+                  if os.path.isdir(os.path.join(folder, name)) and not name.startswith("."))
 
 
 @dataclass
@@ -50,6 +90,21 @@ class TrainConfig:
                                  "or fast (trained with --recipe fast unless another recipe is given)", complete="model")
     dataset: str = _option("fashion-mnist", "dataset: fashion-mnist, mnist or shapes (synthetic: 12000 training "
                                             "and 2000 test images, drawn on the fly)", complete="dataset")
+    data: str | None = _option(None, "train on your own images instead of --dataset: a folder holding one subfolder "
+                                     "of images per class (the class names), or an .npz file (x_train, y_train, "
+                                     "x_test, y_test, optionally class_names)", complete="file")
+    test_data: str | None = _option(None, "with a --data folder: a folder with the same class folders, evaluated at "
+                                          "the end (default: none; the validation accuracy is reported instead)",
+                                    complete="dir")
+    image_size: str | None = _option(None, "with a --data folder: the size every image is resized to, HEIGHTxWIDTH "
+                                           "(64x48: height 64, width 48) or one number for a square (default: the "
+                                           "size of the first image)")
+    color_mode: str | None = _option(None, "with a --data folder: grayscale, rgb or rgba (default: grayscale if the "
+                                           "first image has one channel, else rgb)", choices=COLOR_MODES)
+    val_split: float | None = _option(None, "with --data: the fraction of the training images held out for "
+                                            f"validation, 0 for none (default: {DEFAULT_VAL_SPLIT})")
+    strict: bool = _option(False, "with a --data folder: refuse to train if an image file cannot be read (default: "
+                                  "skip it; the run lists it in bad_files.json)")
     epochs: int = _option(10, "passes over the training images")
     batch_size: int = _option(128, "images per optimisation step")
     optimizer: str = _option("nadam", "nadam, adam, adamw, sgd, rmsprop, adagrad or adamax", complete="optimizer")
@@ -89,12 +144,58 @@ class TrainConfig:
             if value.lower() not in known:
                 raise unknown_name(option, value, known, argument=option)
         dataset = check_str("dataset", self.dataset)
-        if dataset.lower().replace("_", "-") not in names.DATASETS:
+        if self.data is None and dataset.lower().replace("_", "-") not in names.DATASETS:
             raise unknown_name("dataset", dataset, names.DATASETS, argument="dataset")
         check_choice("augment", self.augment, AUGMENTATIONS)
         check_choice("precision", self.precision, PRECISIONS)
         if self.recipe is not None:
             check_choice("recipe", self.recipe, tuple(RECIPES))
+        return self.check_data()
+
+    def check_data(self) -> TrainConfig:
+        """Check the settings of your own images (`data` and the options that go with it) from the file system
+        alone, without reading an image: what `data` is, a folder's class folders (two at least, the same in
+        `test_data`), the image size, color mode and validation split."""
+        from convnet._internal.checks import check_bool, check_choice, check_float
+        check_bool("strict", self.strict)
+        if self.data is None:
+            given = [name for name in _DATA_OPTIONS if getattr(self, name) is not None] + (["strict"] * self.strict)
+            if given:
+                raise ValueError(f"`{given[0]}` goes with `data` (training on your own images), which is not given: "
+                                 f"pass --data FOLDER or --data FILE.npz")
+            return self
+        kind = data_kind(self.data)
+        if kind == "folder":
+            classes = class_folders(self.data)
+            if len(classes) < 2:
+                raise ValueError(f"`data`: the folder {self.data!r} must hold one subfolder of images per class, two "
+                                 f"at least (a classifier needs two classes). Found: {classes or 'no subfolder'}")
+        if self.image_size is not None:
+            parse_image_size(self.image_size)
+        if self.color_mode is not None:
+            self.color_mode = check_choice("color_mode", self.color_mode, COLOR_MODES)
+        if self.val_split is not None:
+            check_float("val_split", self.val_split, minimum=0.0, maximum=1.0, include_max=False)
+        if kind == "npz":
+            if self.test_data is not None:
+                raise ValueError(f"`test_data` goes with a --data folder; the .npz file {self.data!r} holds its own "
+                                 f"test set (x_test, y_test)")
+            return self
+        for name in ("limit", "test_limit"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"`{name}` takes the built-in datasets and .npz files; a --data folder is read whole "
+                                 f"(make a smaller folder for a quick run)")
+        if self.test_data is not None:
+            if data_kind(self.test_data, "test_data") != "folder":
+                raise ValueError(f"`test_data` must be a folder with the same class folders as `data`. Received: "
+                                 f"test_data={self.test_data!r}, a file")
+            test_classes = class_folders(self.test_data)
+            if test_classes != classes:
+                only_train = sorted(set(classes) - set(test_classes))
+                only_test = sorted(set(test_classes) - set(classes))
+                raise ValueError(f"`test_data`: the class folders of {self.test_data!r} differ from those of "
+                                 f"{self.data!r}, so a label would not mean one class: only in the training folder: "
+                                 f"{only_train or 'none'}; only in the test folder: {only_test or 'none'}")
         return self
 
     def validate(self) -> TrainConfig:
@@ -106,7 +207,8 @@ class TrainConfig:
         from convnet.training.engine import resolve_precision
         from convnet.utils import resolve_device
         self.check_names()
-        get_dataset(self.dataset, argument="dataset")
+        if self.data is None:
+            get_dataset(self.dataset, argument="dataset")
         if self.model not in zoo.list_models():
             raise unknown_name("model", self.model, zoo.list_models(), argument="model")
         check_int("epochs", self.epochs, minimum=1)
