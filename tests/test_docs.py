@@ -12,45 +12,44 @@ internet.
 from __future__ import annotations
 
 import contextlib
-import doctest
 import importlib.util
 import io
 import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
+
+from . import markdown_blocks
+from .markdown_blocks import Block, console_runs, run_example, same_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 ASSETS = DOCS / "assets"
 PAGES = sorted(path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md"))
-FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
-FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 MAX_FIGURE_BYTES = 200 * 1024
 
 
-@dataclass(frozen=True)
-class Block:
-    page: str
-    line: int  # of the opening fence, 1-based
-    lang: str
-    body: str
-
-
 def blocks(page: str) -> list[Block]:
-    text = (DOCS / page).read_text(encoding="utf-8")
-    return [Block(page, text.count("\n", 0, match.start()) + 1, match.group("lang"), match.group("body"))
-            for match in FENCE.finditer(text)]
+    return markdown_blocks.blocks(DOCS / page, page)
 
 
 def examples(page: str) -> list[Block]:
     """The blocks a reader would run: Python code, and sessions with `>>>` prompts in any fence."""
-    return [block for block in blocks(page) if block.lang == "python" or ">>>" in block.body]
+    return markdown_blocks.examples(DOCS / page, page)
+
+
+# The examples that read the LeNet-5 run the inspection guide trains (`runs/lenet5`, about a minute): the slow
+# test trains it and runs them; the fast test leaves them out.
+TRAINED_RUN = "runs/lenet5"
+
+
+def needs_the_trained_run(block: Block) -> bool:
+    return ">>>" in block.body and TRAINED_RUN in block.body
 
 
 PAGES_WITH_EXAMPLES = [page for page in PAGES if examples(page)]
@@ -71,14 +70,19 @@ def source_of(block: Block) -> str:
     return code
 
 
-def run_doctest(block: Block, scope: dict) -> None:
-    test = doctest.DocTestParser().get_doctest(block.body, scope, f"{block.page}:{block.line}",
-                                               str(DOCS / block.page), block.line)
-    report: list[str] = []
-    results = doctest.DocTestRunner(optionflags=FLAGS).run(test, out=report.append, clear_globs=False)
-    scope.update(test.globs)  # the DocTest ran on a copy; later blocks see its names
-    assert results.attempted > 0
-    assert results.failed == 0, "".join(report)
+def write_photos(folder: Path) -> None:
+    """The `photos/` folder the images guide reads: 10 random 80x70 RGB PNGs in each of `cats/` and `dogs/`."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (folder / "photos" / name).mkdir(parents=True)
+        for index in range(10):
+            pixels = rng.integers(0, 256, (80, 70, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / "photos" / name / f"{index}.png")
+
+
+# What a page's examples expect to find in the folder they run in, made there first
+SETUP = {"guides/images.md": write_photos}
 
 
 @pytest.fixture
@@ -108,13 +112,13 @@ def test_the_examples_run_and_print_what_the_page_shows(page, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # files the examples save land here
     if any("fashion_mnist.load_data()" in block.body for block in examples(page)):
         request.getfixturevalue("small_fashion")
+    if page in SETUP:
+        SETUP[page](tmp_path)
     scope: dict = {"__name__": "__docs__"}
     try:
         for block in examples(page):
-            if ">>>" in block.body:
-                run_doctest(block, scope)
-            else:
-                exec(compile(source_of(block), f"{page}:{block.line}", "exec"), scope)
+            if not needs_the_trained_run(block):
+                run_example(block, scope, DOCS / page, source_of(block))
     finally:
         plt.close("all")
 
@@ -126,28 +130,11 @@ def test_every_shortened_example_exists():
 
 # Commands whose output a page shows
 
-def console_runs(block: Block) -> list[tuple[str, str]]:
-    """[(command, the output shown after it)] of a console block; `$ ` starts a command, and a comment
-    after the command is dropped."""
-    runs: list[tuple[str, list[str]]] = []
-    for line in block.body.splitlines():
-        if line.startswith("$ "):
-            runs.append((re.sub(r"\s+#.*$", "", line[2:]).strip(), []))
-        elif runs:
-            runs[-1][1].append(line)
-    return [(command, "\n".join(output)) for command, output in runs]
-
-
 def shown_output(command: str) -> str:
     found = [output for page in PAGES for block in blocks(page) if block.lang == "console"
              for shown, output in console_runs(block) if shown == command]
     assert found, f"no page shows `$ {command}`"
     return found[0]
-
-
-def same_lines(actual: str, shown: str) -> bool:
-    return [line.rstrip() for line in actual.strip().splitlines()] == \
-        [line.rstrip() for line in shown.strip().splitlines()]
 
 
 def test_convnet_summary_prints_what_the_inspection_guide_shows():
@@ -168,8 +155,8 @@ def test_the_params_table_is_what_the_experiment_computes(tmp_path):
 @pytest.mark.slow
 def test_the_inspection_commands_print_what_the_guide_shows(fashion, tmp_path, monkeypatch):
     """Trains the guide's LeNet-5 run (seeded) and runs every command the guide shows, comparing each output
-    with the page; a command whose output is an error must exit with 2. About a minute and a half on two
-    busy CPU cores."""
+    with the page (a command whose output is an error must exit with 2), then every `>>>` example that reads
+    the run. About a minute and a half on two busy CPU cores."""
     from PIL import Image
     (_, _), (x_test, _) = fashion
     monkeypatch.chdir(tmp_path)
@@ -187,6 +174,12 @@ def test_the_inspection_commands_print_what_the_guide_shows(fashion, tmp_path, m
         done = subprocess.run([sys.executable, "-m", *command.split()], capture_output=True, text=True, timeout=300)
         assert done.returncode == (2 if "error:" in shown else 0), f"$ {command}\n{done.stderr}"
         assert same_lines(done.stdout + done.stderr, shown), f"$ {command}\n{done.stdout}{done.stderr}"
+    trained_examples = [block for page in PAGES_WITH_EXAMPLES for block in examples(page)
+                        if needs_the_trained_run(block)]
+    assert trained_examples, f"no example reads {TRAINED_RUN}"
+    for block in trained_examples:
+        run_example(block, {"__name__": "__docs__"}, DOCS / block.page)
+    assert {"boot-gradcam.png", "c1.png", "report"} <= set(os.listdir(tmp_path))
 
 
 # What the pages name exists
@@ -342,3 +335,53 @@ def test_docstring_examples_render_as_python_sessions(site):
         "Sum.\n\nRaises:\n    ValueError: bad.\n\n```pycon\n>>> f(1)\n2\n```\n\nAfter."
     assert fence_doctests("Example:\n    >>> f(1)\n    2") == "Example:\n    ```pycon\n    >>> f(1)\n    2\n    ```"
     assert fence_doctests("Examples:\n    >>> f(1)\n    2") == "Examples:\n    >>> f(1)\n    2"
+
+
+# The speed tables and their charts: one data file, docs/assets/speed.json
+
+def make_charts():
+    spec = importlib.util.spec_from_file_location("make_charts", ASSETS / "make_charts.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_speed_tables_hold_the_numbers_of_the_data_file():
+    """Each entry of speed.json is a table of its page: the same header, and for each row of the data, the
+    page's row with that label whose cells begin with the data's numbers (the median, then the range). The
+    page's other rows are ratios (`a / b`). The entry's command and date stand on the page, next to it."""
+    entries = make_charts().load()
+    assert {"bench", "cli", "ddp", "explorer"} <= set(entries)
+    for name, entry in entries.items():
+        page = DOCS / entry["page"]
+        header = entry["header"]
+        table = next((table for table in markdown_blocks.tables(page) if table[0][:len(header)] == header), None)
+        assert table, f"speed.json's {name!r}: {entry['page']} has no table headed {header}"
+        rows = {row[0]: row for row in table[1:]}
+        for label, *cells in entry["rows"]:
+            assert label in rows, f"speed.json's {name!r}: {entry['page']} has no row {label!r}"
+            for column, data in zip(header[1:], cells):
+                shown = markdown_blocks.numbers(rows[label][header.index(column)])
+                assert shown[:len(data)] == data, f"{entry['page']}, {label!r}, {column!r}: {shown} against {data}"
+        others = set(rows) - {label for label, *_ in entry["rows"]}
+        assert all(" / " in label for label in others), f"{entry['page']}: rows {others} are not in speed.json"
+        text = page.read_text(encoding="utf-8")
+        assert entry["command"] in text and entry["date"] in text, f"{entry['page']}: {name}'s provenance"
+
+
+def test_each_speed_chart_is_drawn_from_the_data_as_it_is_and_shown_by_its_page():
+    """The PNG records the SHA-256 of the entry it was drawn from: after an edit of speed.json, rerun
+    `python docs/assets/make_charts.py`."""
+    from PIL import Image
+    charts = make_charts()
+    entries = charts.load()
+    assert sorted(path.name for path in (ASSETS / "charts").glob("*.png")) == \
+        sorted(charts.chart_path(name).name for name in entries)
+    for name, entry in entries.items():
+        path = charts.chart_path(name)
+        assert path.stat().st_size < MAX_FIGURE_BYTES
+        with Image.open(path) as image:
+            assert image.text.get("convnet-data") == charts.fingerprint(entry), \
+                f"{path.name} is older than speed.json's {name!r}: run python docs/assets/make_charts.py"
+        assert f"../assets/charts/{path.name})" in (DOCS / entry["page"]).read_text(encoding="utf-8")

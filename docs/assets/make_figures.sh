@@ -6,7 +6,9 @@
 #   CONVNET_DATA=../shared/data bash docs/assets/make_figures.sh
 #
 # It trains the LeNet-5 run of the "Inspecting a model" guide (seeded) and runs three of the seed's
-# experiments in full (params, pooling, depthpool); a few minutes on a 2-core CPU.
+# experiments in full (params, pooling, depthpool); a few minutes on a 2-core CPU. Last, it draws the speed
+# charts (docs/assets/charts/) from the measured numbers in docs/assets/speed.json (make_charts.py, which also
+# runs alone: `python docs/assets/make_charts.py`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 assets="$PWD/docs/assets"
@@ -56,3 +58,6 @@ store runs/lenet5/report/misclassified.png lenet5-misclassified.png
 store experiments/params/params.png experiment-params.png
 store experiments/pooling/pooling.png experiment-pooling.png
 store experiments/depthpool/depthpool.png experiment-depthpool.png
+
+# The speed tables as charts (guides/speed.md, distributed.md, explorer.md), from docs/assets/speed.json.
+python3 "$assets/make_charts.py"
