@@ -158,6 +158,66 @@ def test_iterable_that_runs_out_warns_and_goes_on(folder: Path) -> None:
         assert len(history.history["loss"]) == 1 and same_weights(exhausted, once)
 
 
+class Reiterable:
+    """Batches of (x, y) that can be iterated again, of unknown length (no __len__): a fit cannot know its steps."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        return batches(self.x, self.y)
+
+
+class Params(Callback):
+    def on_train_begin(self, logs=None) -> None:
+        self.seen = dict(self.params)
+
+
+def keras_params(verbose, epochs: int, steps: int | None) -> dict:
+    """Keras 3's `params` (backend/torch/trainer.py builds CallbackList(verbose=verbose, epochs=epochs,
+    steps=epoch_iterator.num_batches)): fit's verbose as given, the epochs, and the batches per epoch: steps_per_epoch,
+    else the input's length (ceil(samples / batch_size) for arrays), else None (a generator)."""
+    return {"verbose": verbose, "epochs": epochs, "steps": steps}
+
+
+def test_callback_params_are_keras_3s(folder: Path) -> None:
+    """Keras's three keys with Keras's values (test_keras_callback_params shows real Keras's), and convnet's
+    initial_epoch and resumed (which CSVLogger reads on resume); no batch_size."""
+    x, y = load(folder).as_arrays()
+    x, y = x[:48], y[:48]
+    cases = [({"x": x, "y": y, "batch_size": 20, "verbose": "auto", "epochs": 2}, keras_params("auto", 2, 3)),
+             ({"x": x, "y": y, "batch_size": 16, "validation_split": 0.25, "verbose": 0}, keras_params(0, 1, 3)),
+             ({"x": Reiterable(x, y), "verbose": 2}, keras_params(2, 1, None)),
+             ({"x": loader(x, y), "verbose": 0}, keras_params(0, 1, 3)),
+             ({"x": Reiterable(x, y), "steps_per_epoch": 2, "verbose": 0}, keras_params(0, 1, 2)),
+             ({"x": load(folder), "verbose": 0}, keras_params(0, 1, 8))]
+    for arguments, expected in cases:
+        recorder = Params()
+        make_model().fit(**{"epochs": 1, **arguments}, callbacks=[recorder])
+        assert recorder.seen == {**expected, "initial_epoch": 0, "resumed": False}, arguments
+
+
+def test_progress_of_an_input_of_unknown_length(folder: Path, capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keras 3's Progbar for a target of None: the counter is "%7d/Unknown" and there is no bar; the epoch's last
+    line counts the steps taken as the target, and the later epochs show it (Keras's ProgbarLogger keeps it)."""
+    from convnet.training import loop, progress
+    x, y = load(folder).as_arrays()
+    monkeypatch.setattr(loop, "Progbar", lambda *args, **kwargs: progress.Progbar(*args, **kwargs, interval=0.0))
+    make_model().fit(Reiterable(x, y), epochs=2, verbose=1)
+    first, second = capsys.readouterr().out.split("Epoch 2/2")
+    for step in range(1, 9):
+        assert "\r" + f"{step:7d}/Unknown " in first  # Keras's "%7d/Unknown", transcribed
+    assert "8/8 ━━━━━━━━━━━━━━━━━━━━ " in first and "━" not in first.split("8/8")[0]
+    assert "\r1/8 ━━" in second and "Unknown" not in second
+    make_model().fit(Reiterable(x, y), epochs=2, verbose=2)
+    assert [line.split(" - ")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "Epoch 1/2", "8/8", "Epoch 2/2", "8/8"]
+    bar = progress.Progbar(None, verbose=2)
+    bar.finish({"loss": 1.0})  # an epoch of no step: "0/0", as Keras's target of 0 seen steps
+    assert bar.target == 0
+
+
 def test_validation_data_as_dataset_and_iterable(folder: Path) -> None:
     data = load(folder)
     x, y = data.as_arrays()
@@ -340,3 +400,30 @@ def test_keras_input_running_out() -> None:
     with pytest.warns(UserWarning, match="ran out of data"):
         model.fit(generator(), steps_per_epoch=7, epochs=1, verbose=0, callbacks=[count])
     assert count.steps == [5]
+
+
+@pytest.mark.keras
+def test_keras_callback_params() -> None:
+    """Real Keras 3 (test_callback_params_are_keras_3s transcribes it): `params` is {"verbose": as given, "epochs",
+    "steps": ceil(samples / batch_size) for arrays, len() of a DataLoader, steps_per_epoch, None for a generator}."""
+    keras = pytest.importorskip("keras")
+    x = np.random.default_rng(0).random((40, 4)).astype("float32")
+    y = (x.sum(axis=1) > 2).astype("int32")
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seen = dict(self.params)
+
+    def generator():
+        yield from batches(x, y, 8)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    cases = [({"x": x, "y": y, "batch_size": 16, "verbose": "auto"}, keras_params("auto", 2, 3)),
+             ({"x": x, "y": y, "batch_size": 8, "validation_split": 0.25, "verbose": 0}, keras_params(0, 2, 4)),
+             ({"x": generator(), "verbose": 2, "epochs": 1}, keras_params(2, 1, None)),
+             ({"x": loader(x, y, 8), "verbose": 0}, keras_params(0, 2, 5)),
+             ({"x": loader(x, y, 8), "steps_per_epoch": 3, "verbose": 0}, keras_params(0, 2, 3))]
+    for arguments, expected in cases:
+        record = Record()
+        model.fit(**{"epochs": 2, **arguments}, callbacks=[record])
+        assert record.seen == expected, arguments

@@ -260,8 +260,10 @@ class Trainer:
                  validation: Validation | None, initial_epoch: int, checkpoint_dir: str | None,
                  checkpoint_interval: float, resume: bool, sample_weight: torch.Tensor | None = None,
                  validation_freq: int | frozenset[int] = 1, save_every: int | None = None,
-                 ranks: distributed.Collective | None = None, source: BatchSource | None = None):
+                 ranks: distributed.Collective | None = None, source: BatchSource | None = None,
+                 requested_verbose: int | str | None = None):
         self.model, self.x, self.y, self.sample_weight = model, x, y, sample_weight
+        self.requested_verbose = verbose if requested_verbose is None else requested_verbose  # fit's argument
         self.source = source  # the batches of a FolderDataset or an iterable (x and y are then empty)
         self.batch_size, self.epochs, self.shuffle, self.verbose = batch_size, epochs, shuffle, verbose
         self.validation, self.validation_freq = validation, validation_freq
@@ -270,6 +272,7 @@ class Trainer:
         self.count = x.shape[0]
         # steps per epoch; None: an iterable of unknown length, run until exhausted
         self.steps: int | None = math.ceil(self.count / batch_size) if source is None else source.steps
+        self.steps_seen: int | None = None  # with `steps` None: the first epoch's steps, the later epochs' target
         slice_ = distributed.shard(batch_size, self.world, self.rank)
         self.local_batch = slice_.stop - slice_.start  # this rank's slice of a full batch
         if self.rank > 0:  # rank 0 writes the files (ModelCheckpoint's, CSVLogger's) for every rank
@@ -419,13 +422,18 @@ class Trainer:
         # rank 0 writes (atomically); the others wait for it, and learn whether it worked
         return self.ranks.on_rank0(lambda: checkpoint.save(folder, self.model, self.state, best=best, rng=generators))
 
+    def params(self, initial_epoch: int) -> dict[str, Any]:
+        """What every callback gets as `params`: Keras 3's keys and values ("verbose" as fit was given it, "auto"
+        included; "epochs"; "steps" per epoch, None for an iterable of unknown length), and convnet's
+        "initial_epoch" and "resumed", from which CSVLogger learns which rows a resumed fit rewrites."""
+        return {"verbose": self.requested_verbose, "epochs": self.epochs, "steps": self.steps,
+                "initial_epoch": initial_epoch, "resumed": self.resumed}
+
     def run(self) -> History:
         model, state = self.model, self.state
         for callback in self.callbacks:
             callback.set_model(model)
-            callback.set_params({"epochs": self.epochs, "steps": self.steps, "verbose": self.verbose,
-                                 "initial_epoch": state.epoch, "resumed": self.resumed,
-                                 "batch_size": self.batch_size})
+            callback.set_params(self.params(state.epoch))
         model.stop_training = False
         model.history = self.history
         for callback in self.callbacks:
@@ -463,12 +471,14 @@ class Trainer:
     def _epoch(self, interrupt: _InterruptFlag) -> None:
         epoch = self.state.epoch
         self._begin_epoch(epoch)
-        progbar = Progbar(self.steps or 0, self.verbose)
+        progbar = Progbar(self.steps if self.steps is not None else self.steps_seen, self.verbose)
         self._steps(epoch, progbar, interrupt)
         if self.source is not None and self.source.ran_out:  # the epoch got no batch: nothing to log, training ends
             self.model.stop_training = True
             return
         logs = self._epoch_logs(epoch)
+        if self.steps is None and self.steps_seen is None:  # Keras's ProgbarLogger: later epochs show this count
+            self.steps_seen = self.state.step
         progbar.finish(logs, step=self.state.step)
         for callback in self.callbacks:
             callback.on_epoch_end(epoch, logs)
@@ -710,6 +720,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     ranks = _collective(model, batch_size) if distributed.is_distributed() else None
     epochs = check_int("epochs", epochs, minimum=1)
     initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0, maximum=epochs - 1)
+    requested_verbose = verbose  # as given ("auto" included): what Keras 3 puts in the callbacks' params
     verbose = resolve_verbose(verbose)
     if ranks is not None and ranks.rank > 0:
         verbose = 0  # rank 0 alone prints
@@ -748,7 +759,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                           checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
                           checkpoint_interval=checkpoint_interval, resume=resume, validation_freq=validation_freq,
                           save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
-                          source=source)
+                          source=source, requested_verbose=requested_verbose)
         return _finish_fit(trainer, backup, None)
     x_t = as_inputs(model, x)
     if not model.built:
@@ -782,7 +793,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                       checkpoint_interval=checkpoint_interval, resume=resume,
                       sample_weight=None if w_t is None else w_t.to(device), validation_freq=validation_freq,
                       save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
-                      ranks=ranks)
+                      ranks=ranks, requested_verbose=requested_verbose)
     return _finish_fit(trainer, backup, ranks)
 
 
@@ -1012,7 +1023,7 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
         tta_variants(tta)
         source = BatchSource(x, steps, "x")
         _build_for(model, source, "evaluate")
-        progbar = Progbar(source.steps or 0, verbose)
+        progbar = Progbar(source.steps, verbose)
         results = _evaluate_batches(model, source.epoch(0), progbar, tta, "x")
         return _evaluate_results(results, progbar, return_dict)
     if steps is not None:
@@ -1086,7 +1097,7 @@ def _predict_batches(model: Sequential, source: BatchSource, verbose: int, tta: 
     variants = tta_variants(tta)
     _build_for(model, source, "predict", needs_labels=False)
     model.eval()
-    progbar = Progbar(source.steps or 0, verbose)
+    progbar = Progbar(source.steps, verbose)
     outputs = []
     for step, batch in enumerate(source.epoch(0)):
         x_b, _ = split_batch(batch, "x")

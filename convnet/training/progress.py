@@ -6,6 +6,14 @@ In a terminal (verbose=1) one line per epoch is redrawn in place:
 
 with the ETA while running and the epoch's time at the end. verbose=2 prints only the final line of each
 epoch ("1719/1719 - 25s - 14ms/step - ..."), which is what logs and pipes get with verbose="auto".
+
+An input of unknown length (a generator without `steps_per_epoch`: `target` None) shows the step counter as
+Keras 3's Progbar does, "%7d/Unknown" with no bar, and the time so far in place of the ETA:
+
+          57/Unknown 3s 52ms/step - loss: 0.6931
+
+The last line of the epoch counts the steps taken as the target ("57/57 ━━━━ ..."), as Keras's ProgbarLogger
+sets its target to the steps seen when the epoch ends.
 """
 from __future__ import annotations
 
@@ -50,9 +58,18 @@ def format_logs(logs: dict[str, float]) -> str:
 
 
 class Progbar:
-    """Progress over `target` steps; `update(step, logs)` redraws, `finish(logs)` writes the last line."""
+    """Progress over `target` steps (None: unknown); `update(step, logs)` redraws, `finish(logs)` writes the last
+    line.
 
-    def __init__(self, target: int, verbose: int = 1, stream: TextIO | None = None, interval: float = 0.05):
+    >>> import io
+    >>> out = io.StringIO()
+    >>> bar = Progbar(None, verbose=1, stream=out)
+    >>> bar.update(57, {"loss": 0.6931})
+    >>> out.getvalue().split(" 0s")[0]
+    '\\r     57/Unknown'
+    """
+
+    def __init__(self, target: int | None, verbose: int = 1, stream: TextIO | None = None, interval: float = 0.05):
         self.target = target
         self.verbose = verbose
         self.stream = stream or sys.stdout
@@ -72,6 +89,10 @@ class Progbar:
         self._last_draw = now
         elapsed = now - self.start
         per_step = elapsed / max(step, 1)
+        if self.target is None:  # Keras: no bar, and the time so far where the ETA would be
+            self._draw(f"{self._counter(step)} {format_duration(elapsed)} {format_per_step(per_step)}"
+                       f"{format_logs(logs)}")
+            return
         eta = per_step * (self.target - step)
         self._draw(f"{self._counter(step)} {self._bar(step)} {format_duration(eta)} "
                    f"{format_per_step(per_step)}{format_logs(logs)}")
@@ -79,6 +100,8 @@ class Progbar:
     def finish(self, logs: dict[str, float], step: int | None = None) -> None:
         if self.verbose == 0:
             return
+        if self.target is None:  # Keras's ProgbarLogger: the steps seen become the target when the epoch ends
+            self.target = 0 if step is None else step
         step = self.target if step is None else step
         elapsed = time.perf_counter() - self.start
         per_step = format_per_step(elapsed / max(step, 1))
@@ -91,11 +114,13 @@ class Progbar:
         self.stream.flush()
 
     def _counter(self, step: int) -> str:
+        if self.target is None:
+            return f"{step:>7}/Unknown"  # Keras 3's "%7d/Unknown"
         digits = len(str(self.target))
         return f"{step:>{digits}}/{self.target}"
 
     def _bar(self, step: int) -> str:
-        done = int(_BAR_WIDTH * step / max(self.target, 1))
+        done = int(_BAR_WIDTH * step / max(self.target or 0, 1))
         return "━" * done + "\x1b[2m" + "━" * (_BAR_WIDTH - done) + "\x1b[0m" if done < _BAR_WIDTH else "━" * _BAR_WIDTH
 
     def _draw(self, line: str) -> None:
