@@ -233,27 +233,32 @@ class _ActivityRecord:
 
 
 class Regularized:
-    """Mixin for layers with Keras's `kernel_regularizer`, `bias_regularizer` and `activity_regularizer`.
+    """Mixin for layers with Keras's weight regularizers (`kernel_regularizer`, `bias_regularizer`; on the
+    depthwise layers `depthwise_regularizer` and `pointwise_regularizer`) and `activity_regularizer`.
 
-    The layer calls `_set_regularizers(...)` in `__init__`, `_record_activity(z, activation)` where it
-    computes its output `activation(z)` (in `pre_activation`, which the training engine calls alone for a
-    final softmax), adds `regularizer_config()` to its config, and lists its Keras-layout weights with
-    `_regularized_weights()`.
+    The layer calls `_set_regularizers(activity_regularizer, kernel_regularizer=..., bias_regularizer=...)` in
+    `__init__` (the weight regularizers by their Keras argument names, in Keras's config order),
+    `_record_activity(z, activation)` where it computes its output `activation(z)` (in `pre_activation`,
+    which the training engine calls alone for a final softmax), adds `regularizer_config()` to its config,
+    and lists its weights in Keras's layout with `_regularized_weights()`, each under the name its
+    regularizer argument starts with ("kernel" for `kernel_regularizer`).
     """
 
-    kernel_regularizer: RegularizerLike | None
-    bias_regularizer: RegularizerLike | None
     activity_regularizer: RegularizerLike | None
+    _weight_regularizers: dict[str, RegularizerLike | None]
 
-    def _set_regularizers(self, kernel_regularizer: Any, bias_regularizer: Any, activity_regularizer: Any) -> None:
-        self.kernel_regularizer = get(kernel_regularizer, "kernel_regularizer")
-        self.bias_regularizer = get(bias_regularizer, "bias_regularizer")
+    def _set_regularizers(self, activity_regularizer: Any, **weight_regularizers: Any) -> None:
+        self._weight_regularizers = {}
+        for argument, value in weight_regularizers.items():  # "kernel_regularizer": ...
+            regularizer = get(value, argument)
+            setattr(self, argument, regularizer)
+            self._weight_regularizers[argument.removesuffix("_regularizer")] = regularizer
         self.activity_regularizer = get(activity_regularizer, "activity_regularizer")
         self._activity = _ActivityRecord()
 
     @property
     def has_regularizers(self) -> bool:
-        return any(r is not None for r in (self.kernel_regularizer, self.bias_regularizer, self.activity_regularizer))
+        return self.activity_regularizer is not None or any(r is not None for r in self._weight_regularizers.values())
 
     def _record_activity(self, pre_activation: torch.Tensor,
                          activation: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
@@ -261,17 +266,17 @@ class Regularized:
             self._activity.pre_activation, self._activity.activation = pre_activation, activation
 
     def _regularized_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """("kernel" or "bias", the weight as a view in Keras's layout), for the weights that exist."""
+        """(the weight's regularizer name, "kernel" or "bias" or ..., the weight as a view in Keras's layout),
+        for the weights that exist."""
         return []
 
     def regularization_losses(self) -> list[torch.Tensor]:
-        """Keras's `layer.losses` for this layer: the kernel and bias penalties of the current weights (trainable
+        """Keras's `layer.losses` for this layer: the weight penalties of the current weights (trainable
         ones only, as Keras), then the activity penalty of the last forward pass divided by its batch size
         (Keras 3's `Layer.__call__` divides, so the weighting does not change with the batch size)."""
         losses = []
-        regularizers = {"kernel": self.kernel_regularizer, "bias": self.bias_regularizer}
         for name, weight in self._regularized_weights():
-            regularizer = regularizers.get(name)
+            regularizer = self._weight_regularizers.get(name)
             if regularizer is not None and weight.requires_grad:
                 losses.append(_scalar(regularizer, weight.float(), name))
         z, activation = self._activity.pre_activation, self._activity.activation
@@ -282,8 +287,7 @@ class Regularized:
         return losses
 
     def regularizer_config(self) -> dict[str, Any]:
-        return {"kernel_regularizer": config_of(self.kernel_regularizer),
-                "bias_regularizer": config_of(self.bias_regularizer),
+        return {**{f"{name}_regularizer": config_of(regularizer) for name, regularizer in self._weight_regularizers.items()},
                 "activity_regularizer": config_of(self.activity_regularizer)}
 
 

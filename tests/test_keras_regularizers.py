@@ -137,6 +137,43 @@ def test_dense_and_conv_losses_match_keras_model_losses(keras):
     assert float(regularizers.penalty(model).detach()) == pytest.approx(theirs, rel=RTOL)
 
 
+def test_depthwise_separable_and_transposed_losses_match_keras(keras):
+    x = np.random.default_rng(4).standard_normal((3, 6, 6, 2)).astype(np.float32)
+    regs = keras.regularizers
+    keras_model = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", bias_initializer="random_normal",
+                                     depthwise_regularizer=regs.L1(0.01), bias_regularizer=regs.L2(0.3),
+                                     activity_regularizer=regs.L2(0.05)),
+        keras.layers.SeparableConv2D(5, 3, padding="same", depthwise_regularizer=regs.L2(0.02),
+                                     pointwise_regularizer=regs.L1(0.04), bias_regularizer="l2",
+                                     bias_initializer="random_normal", activity_regularizer="l1"),
+        keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same", bias_initializer="random_normal",
+                                     kernel_regularizer=regs.L2(0.1), bias_regularizer=regs.L1(0.2),
+                                     activity_regularizer=regs.L1(0.001)),
+    ])
+    model = Sequential([
+        layers.Input((6, 6, 2)),
+        layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", depthwise_regularizer=regularizers.L1(0.01),
+                               bias_regularizer=regularizers.L2(0.3), activity_regularizer=regularizers.L2(0.05)),
+        layers.SeparableConv2D(5, 3, padding="same", depthwise_regularizer=regularizers.L2(0.02),
+                               pointwise_regularizer=regularizers.L1(0.04), bias_regularizer="l2",
+                               activity_regularizer="l1"),
+        layers.Conv2DTranspose(2, 3, strides=2, padding="same", kernel_regularizer=regularizers.L2(0.1),
+                               bias_regularizer=regularizers.L1(0.2), activity_regularizer=regularizers.L1(0.001)),
+    ])
+    _copy_weights(keras_model, model)
+    for ours, theirs in zip(model.layers, keras_model.layers):
+        config = theirs.get_config()
+        assert sorted(key for key in ours.get_config() if key.endswith("_regularizer")) == \
+            sorted(key for key in config if key.endswith("_regularizer"))
+    keras_model(x)
+    theirs = sum(float(as_numpy(keras, loss)) for loss in keras_model.losses)
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    assert float(regularizers.penalty(model).detach()) == pytest.approx(theirs, rel=RTOL)
+
+
 @pytest.mark.parametrize("shape", [(10, 4), (4, 10), (3, 3, 2, 5), (3, 3, 8, 4), (1, 1, 3, 3)])
 def test_orthogonal_shapes_match_keras(keras, shape):
     rows, cols = int(np.prod(shape[:-1])), shape[-1]

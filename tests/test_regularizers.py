@@ -125,17 +125,55 @@ def test_layer_arguments_are_checked_and_named():
                          activity_regularizer=regularizers.L1L2(l1=0.1, l2=0.2)),
     lambda: layers.Conv2D(2, 3, padding="same", kernel_regularizer=regularizers.OrthogonalRegularizer(),
                           activity_regularizer="l1"),
-], ids=["Dense", "Conv2D"])
+    lambda: layers.DepthwiseConv2D(3, depthwise_regularizer="l1", bias_regularizer=regularizers.L2(0.5)),
+    lambda: layers.SeparableConv2D(2, 3, depthwise_regularizer="l2", pointwise_regularizer=regularizers.L1(0.1),
+                                   activity_regularizer="l1l2"),
+    lambda: layers.Conv2DTranspose(2, 3, kernel_regularizer="l2", bias_regularizer="l1"),
+], ids=["Dense", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose"])
 def test_config_round_trip_and_repr(make):
     layer = make()
     spec = json.loads(json.dumps(layers.serialize(layer)))  # as a model file stores it
     clone = layers.deserialize(spec)
     assert clone.get_config() == layer.get_config() == spec["config"]
-    for argument in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
+    arguments = [key for key in spec["config"] if key.endswith("_regularizer")]
+    assert "activity_regularizer" in arguments and len(arguments) >= 3  # a weight's, the bias's, the activity's
+    for argument in arguments:
         assert getattr(clone, argument) == getattr(layer, argument)
         value = spec["config"][argument]
         assert (f"{argument}=" in repr(layer)) == (value is not None)  # shown only when set
-    assert "regularizer" not in repr(layers.Dense(3)) and "regularizer" not in repr(layers.Conv2D(2, 3))
+    for bare in (layers.Dense(3), layers.Conv2D(2, 3), layers.SeparableConv2D(2, 3), layers.Conv2DTranspose(2, 3)):
+        assert "regularizer" not in repr(bare)
+
+
+def test_depthwise_separable_and_transposed_penalties_match_numpy():
+    """Keras's argument per weight: DepthwiseConv2D's depthwise_regularizer on its kernel (kh, kw, C, dm),
+    SeparableConv2D's depthwise_ and pointwise_regularizer, Conv2DTranspose's kernel_regularizer on its
+    (kh, kw, filters, C) kernel; each bias_regularizer on the bias, the activity term after the activation."""
+    x = torch.from_numpy(rand(4, 6, 6, 3, seed=4))
+    depthwise = layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", bias_initializer="random_normal",
+                                       depthwise_regularizer=regularizers.L1(0.01), bias_regularizer=regularizers.L2(0.3),
+                                       activity_regularizer=regularizers.L2(0.05))
+    separable = layers.SeparableConv2D(5, 3, depthwise_regularizer=regularizers.L2(0.02),
+                                       pointwise_regularizer=regularizers.L1(0.04), activity_regularizer="l1")
+    transposed = layers.Conv2DTranspose(2, 3, strides=2, padding="same", bias_initializer="random_normal",
+                                        kernel_regularizer=regularizers.L2(0.1), bias_regularizer=regularizers.L1(0.2),
+                                        activity_regularizer=regularizers.L1(0.001))
+    out_d, out_s, out_t = (layer(x).detach().numpy() for layer in (depthwise, separable, transposed))
+    assert [w.shape for w in depthwise.get_weights()] == [(3, 3, 3, 2), (6,)]  # Keras's layouts
+    d_kernel, d_bias = depthwise.get_weights()
+    s_depthwise, s_pointwise, _ = separable.get_weights()
+    t_kernel, t_bias = transposed.get_weights()
+    expected = {
+        "depthwise": np_l1l2(d_kernel, l1=0.01) + np_l1l2(d_bias, l2=0.3) + np_l1l2(out_d, l2=0.05) / 4,
+        "separable": np_l1l2(s_depthwise, l2=0.02) + np_l1l2(s_pointwise, l1=0.04) + np_l1l2(out_s, l1=0.01) / 4,
+        "transposed": np_l1l2(t_kernel, l2=0.1) + np_l1l2(t_bias, l1=0.2) + np_l1l2(out_t, l1=0.001) / 4,
+    }
+    for name, layer in zip(expected, (depthwise, separable, transposed)):
+        assert value_of(regularizers.penalty(layer)) == pytest.approx(expected[name], rel=1e-5), name
+    assert regularizers.penalty(layers.SeparableConv2D(2, 3)) is None
+    with pytest.raises(TypeError, match=r"`pointwise_regularizer` must be a regularizer name .* Received: "
+                                        r"pointwise_regularizer=2"):
+        layers.SeparableConv2D(2, 3, pointwise_regularizer=2)
 
 
 def test_model_config_round_trip_keeps_the_regularizers():

@@ -70,7 +70,8 @@ class Dense(regularizers.Regularized, ActivationMixin, Layer):
         self.use_bias = check_bool("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self._set_regularizers(kernel_regularizer, bias_regularizer, activity_regularizer)
+        self._set_regularizers(activity_regularizer, kernel_regularizer=kernel_regularizer,
+                               bias_regularizer=bias_regularizer)
         self.kernel: torch.nn.Parameter | None = None
         self.bias: torch.nn.Parameter | None = None
 

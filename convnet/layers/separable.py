@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from convnet import initializers
+from convnet import initializers, regularizers
 from convnet import nn as ops
 from convnet._internal.checks import check_bool, check_choice, check_int
-from convnet._internal.kernels import Pads, conv2d_nchw, to_nchw, to_nhwc
+from convnet._internal.kernels import Pads, conv2d_nchw, oihw_to_hwio, to_nchw, to_nhwc
 from convnet.layers.base import (
     ActivationMixin,
     Geometry,
@@ -43,7 +43,7 @@ from convnet.layers.base import (
 )
 
 
-class _Depthwise(ActivationMixin, Layer):
+class _Depthwise(regularizers.Regularized, ActivationMixin, Layer):
     """What DepthwiseConv2D and SeparableConv2D share: the arguments of the depthwise step, its padding
     (resolved once per input size), its output size and its receptive-field geometry.
 
@@ -129,9 +129,13 @@ class DepthwiseConv2D(_Depthwise):
     def __init__(self, kernel_size: int | Sequence[int], strides: int | Sequence[int] = (1, 1),
                  padding: str = "valid", depth_multiplier: int = 1, data_format: str | None = None,
                  dilation_rate: int | Sequence[int] = (1, 1), activation: Any = None, use_bias: bool = True,
-                 depthwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros", **kwargs: Any):
+                 depthwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 depthwise_regularizer: Any = None, bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 **kwargs: Any):
         super().__init__(kernel_size, strides, padding, depth_multiplier, dilation_rate, activation, use_bias,
                          depthwise_initializer, bias_initializer, data_format, **kwargs)
+        self._set_regularizers(activity_regularizer, depthwise_regularizer=depthwise_regularizer,
+                               bias_regularizer=bias_regularizer)
         self.kernel: torch.nn.Parameter | None = None
 
     def build(self, input_shape: Shape) -> None:
@@ -142,7 +146,13 @@ class DepthwiseConv2D(_Depthwise):
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         assert self.kernel is not None, "built on first call"
-        return to_nhwc(self._depthwise(x, self.kernel, self.bias))  # (N, H', W', C * dm)
+        out = to_nhwc(self._depthwise(x, self.kernel, self.bias))  # (N, H', W', C * dm)
+        self._record_activity(out, self.activation)
+        return out
+
+    def _regularized_weights(self) -> list[tuple[str, torch.Tensor]]:
+        weights = [] if self.kernel is None else [("depthwise", oihw_to_hwio(self.kernel))]  # (kh, kw, C, dm)
+        return weights + ([] if self.bias is None else [("bias", self.bias)])
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (*self._spatial_output(input_shape), input_shape[-1] * self.depth_multiplier)
@@ -153,6 +163,9 @@ class DepthwiseConv2D(_Depthwise):
 
     def _variables(self) -> list[tuple[str, torch.Tensor, str]]:
         return existing_weights(("kernel", self.kernel, "hwio"), ("bias", self.bias, "same"))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.regularizer_config()}
 
 
 @register
@@ -169,9 +182,13 @@ class SeparableConv2D(_Depthwise):
                  padding: str = "valid", data_format: str | None = None,
                  dilation_rate: int | Sequence[int] = (1, 1), depth_multiplier: int = 1, activation: Any = None,
                  use_bias: bool = True, depthwise_initializer: Any = "glorot_uniform",
-                 pointwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros", **kwargs: Any):
+                 pointwise_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 depthwise_regularizer: Any = None, pointwise_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, **kwargs: Any):
         super().__init__(kernel_size, strides, padding, depth_multiplier, dilation_rate, activation, use_bias,
                          depthwise_initializer, bias_initializer, data_format, **kwargs)
+        self._set_regularizers(activity_regularizer, depthwise_regularizer=depthwise_regularizer,
+                               pointwise_regularizer=pointwise_regularizer, bias_regularizer=bias_regularizer)
         self.filters = check_int("filters", filters, minimum=1)
         self.pointwise_initializer = initializers.get(pointwise_initializer)
         self.depthwise_kernel: torch.nn.Parameter | None = None
@@ -188,7 +205,16 @@ class SeparableConv2D(_Depthwise):
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         assert self.depthwise_kernel is not None and self.pointwise_kernel is not None, "built on first call"
         depthwise = self._depthwise(x, self.depthwise_kernel, None)  # (N, C * dm, H', W'), channels_last
-        return to_nhwc(F.conv2d(depthwise, self.pointwise_kernel, self.bias))  # (N, H', W', filters)
+        out = to_nhwc(F.conv2d(depthwise, self.pointwise_kernel, self.bias))  # (N, H', W', filters)
+        self._record_activity(out, self.activation)
+        return out
+
+    def _regularized_weights(self) -> list[tuple[str, torch.Tensor]]:
+        weights = []
+        if self.depthwise_kernel is not None and self.pointwise_kernel is not None:
+            weights = [("depthwise", oihw_to_hwio(self.depthwise_kernel)),  # (kh, kw, C, dm)
+                       ("pointwise", oihw_to_hwio(self.pointwise_kernel))]  # (1, 1, C * dm, filters)
+        return weights + ([] if self.bias is None else [("bias", self.bias)])
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (*self._spatial_output(input_shape), self.filters)
@@ -209,4 +235,5 @@ class SeparableConv2D(_Depthwise):
         config = super().get_config()
         head: dict[str, Any] = {key: config.pop(key) for key in ("name", "trainable", "input_shape") if key in config}
         return {**head, "filters": self.filters, **config,  # Keras's argument order: filters first
-                "pointwise_initializer": initializers.serialize(self.pointwise_initializer)}
+                "pointwise_initializer": initializers.serialize(self.pointwise_initializer),
+                **self.regularizer_config()}

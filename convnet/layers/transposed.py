@@ -28,10 +28,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from convnet import initializers
+from convnet import initializers, regularizers
 from convnet import nn as ops
 from convnet._internal.checks import check_bool, check_choice, check_int, int_tuple
-from convnet._internal.kernels import to_nchw, to_nhwc
+from convnet._internal.kernels import oihw_to_hwio, to_nchw, to_nhwc
 from convnet.layers.base import (
     ActivationMixin,
     Geometry,
@@ -65,7 +65,7 @@ def _output_length(size: int | None, kernel: int, stride: int, padding: str, out
 
 
 @register
-class Conv2DTranspose(ActivationMixin, Layer):
+class Conv2DTranspose(regularizers.Regularized, ActivationMixin, Layer):
     """Transposed 2-D convolution over NHWC inputs, as `keras.layers.Conv2DTranspose`.
 
     Output shape: (N, H', W', filters), H' by Keras's rule (module docstring). Weights in Keras's order and
@@ -80,8 +80,11 @@ class Conv2DTranspose(ActivationMixin, Layer):
                  padding: str = "valid", output_padding: int | Sequence[int] | None = None,
                  data_format: str | None = None, dilation_rate: int | Sequence[int] = (1, 1),
                  activation: Any = None, use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
-                 bias_initializer: Any = "zeros", **kwargs: Any):
+                 bias_initializer: Any = "zeros", kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
+        self._set_regularizers(activity_regularizer, kernel_regularizer=kernel_regularizer,
+                               bias_regularizer=bias_regularizer)
         self.filters = check_int("filters", filters, minimum=1)
         self.kernel_size = int_pair("kernel_size", kernel_size)
         self.strides = int_pair("strides", strides)
@@ -152,13 +155,21 @@ class Conv2DTranspose(ActivationMixin, Layer):
         if extra is not None:  # PyTorch's symmetric crop plus output_padding says it exactly
             out = F.conv_transpose2d(to_nchw(x), self.kernel, self.bias, self.strides, before, extra, 1,
                                      self.dilation_rate)  # (N, C, H, W) -> (N, filters, H', W')
-            return to_nhwc(out)  # (N, H', W', filters)
+            out = to_nhwc(out)  # (N, H', W', filters)
+            self._record_activity(out, self.activation)
+            return out
         # otherwise crop `before` on both sides, then cut or zero-pad the bottom/right to TensorFlow's size
         out = F.conv_transpose2d(to_nchw(x), self.kernel, None, self.strides, before, 0, 1, self.dilation_rate)
         out = out[:, :, :out_h, :out_w]  # (N, filters, <= H', <= W')
         out = F.pad(out, (0, out_w - out.shape[3], 0, out_h - out.shape[2]))  # (N, filters, H', W')
         out = to_nhwc(out)  # (N, H', W', filters)
-        return out if self.bias is None else out + self.bias
+        out = out if self.bias is None else out + self.bias
+        self._record_activity(out, self.activation)
+        return out
+
+    def _regularized_weights(self) -> list[tuple[str, torch.Tensor]]:
+        weights = [] if self.kernel is None else [("kernel", oihw_to_hwio(self.kernel))]  # (kh, kw, filters, C)
+        return weights + ([] if self.bias is None else [("bias", self.bias)])
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (self._output_size(0, input_shape[0]), self._output_size(1, input_shape[1]), self.filters)
@@ -191,4 +202,4 @@ class Conv2DTranspose(ActivationMixin, Layer):
                 "dilation_rate": list(self.dilation_rate), "activation": activation_config(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer)}
+                "bias_initializer": initializers.serialize(self.bias_initializer), **self.regularizer_config()}
