@@ -1,0 +1,298 @@
+"""`convnet train --data` and `convnet evaluate --data`: training on your own images (a folder of class
+folders, or an .npz file) from the command line, in-process, and one real process killed and resumed.
+
+The folders are drawn here: 3 classes ("circle", "square", "stripe") of 12x12 grayscale PNGs, 20 per class
+for training (plus an unreadable file and an empty one, planted) and 6 per class for testing.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convnet.cli import main
+from convnet.runs.config import TrainConfig, parse_image_size
+
+CLASSES = ["circle", "square", "stripe"]
+PLANTED = {"square/bad.png": b"not an image", "circle/empty.png": b""}  # the bad files of the training folder
+
+
+def draw(folder: Path, per_class: int, seed: int, size: int = 12, mode: str = "L") -> Path:
+    """`per_class` images of each class: noise with a bright square in the middle, a bright band on the left,
+    or bright rows every third line."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)  # (H, W)
+            if label == 0:
+                pixels[3:9, 3:9] += 150
+            elif label == 1:
+                pixels[:, :4] += 180
+            else:
+                pixels[::3, :] += 190
+            Image.fromarray(pixels).convert(mode).save(folder / name / f"{i:02d}.png")
+    return folder
+
+
+def run_main(*argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `convnet ARGV` run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    train = draw(root / "train", 20, seed=0)
+    for name, content in PLANTED.items():
+        (train / name).write_bytes(content)
+    return {"train": train, "test": draw(root / "test", 6, seed=1), "root": root}
+
+
+@pytest.fixture(scope="module")
+def folder_run(folders, tmp_path_factory):
+    """One run on the training folder, tested on the test folder: 1 epoch of the seed CNN."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    code, out, err = run_main("train", "--data", str(folders["train"]), "--test-data", str(folders["test"]),
+                              "--epochs", "1", "--batch-size", "16", "--out", str(run), "--verbose", "2")
+    assert code == 0, err
+    return run, out
+
+
+def test_a_folder_run_writes_the_model_with_class_names_and_the_bad_files(folder_run, folders):
+    from convnet.models import load_model
+    run, _ = folder_run
+    assert {"model.convnet", "config.json", "metrics.json", "history.json", "bad_files.json"} <= set(os.listdir(run))
+    bad = json.loads((run / "bad_files.json").read_text())
+    assert sorted(item["path"] for item in bad) == sorted(str(folders["train"] / name) for name in PLANTED)
+    assert {item["reason"] for item in bad} == {"the file is empty (0 bytes), not an image",
+                                                "not an image Pillow can read (UnidentifiedImageError: no image "
+                                                "format recognised)"}
+    model = load_model(str(run / "model.convnet"))
+    assert model.metadata["class_names"] == CLASSES
+    assert model.metadata["preprocessing"] == {"scale": 1.0}  # the model's first layer rescales
+    assert model.layers[0].__class__.__name__ == "Rescaling" and model.layers[0].scale == pytest.approx(1 / 255)
+    assert model.metadata["data"]["path"] == str(folders["train"]) and model.metadata["data"]["image_size"] == [12, 12]
+    assert model.input_shape == (None, 12, 12, 1) and model.output_shape == (None, 3)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["data"], config["test_data"]) == (str(folders["train"]), str(folders["test"]))
+    assert (config["image_size"], config["color_mode"], config["val_split"]) == ("12x12", "grayscale", 0.1)
+    metrics = json.loads((run / "metrics.json").read_text())
+    # 62 files, 2 bad: int(0.1 * 62) = 6 held out before the scan, of which none is bad here
+    assert metrics["train_images"] + metrics["val_images"] == 60 and metrics["test_images"] == 18
+    assert metrics["bad_files"] == 2 and metrics["class_names"] == CLASSES
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and "val_accuracy" in metrics
+
+
+def test_a_folder_run_prints_the_folder_the_bad_files_and_the_test_accuracy(folder_run, folders):
+    run, out = folder_run
+    lines = out.splitlines()
+    assert "Found 62 files belonging to 3 classes." in lines and "Found 18 files belonging to 3 classes." in lines
+    assert f"Skipped 2 image file(s) that cannot be used (all are listed in {run / 'bad_files.json'}):" in lines
+    assert f"  {folders['train'] / 'circle' / 'empty.png'} (training): the file is empty (0 bytes), not an image" in lines
+    assert any(line.startswith("Test accuracy: ") and "on 18 test images" in line for line in lines)
+    assert f"Run saved in {run}: model.convnet, history.csv, history.json, metrics.json, config.json, " \
+           f"bad_files.json, checkpoints/" in lines
+
+
+def test_predict_speaks_the_folder_names_and_sees_the_pixels_training_saw(folder_run, folders):
+    """An image file through `convnet predict`'s conversion gives the model the same numbers as the folder's
+    batches did in training, and the answer is a class folder's name."""
+    from convnet.cli.common import CommandImage, model_input
+    from convnet.datasets import image_dataset_from_directory
+    from convnet.models import load_model
+    run, _ = folder_run
+    path = folders["test"] / "stripe" / "03.png"
+    code, out, err = run_main("predict", str(run / "model.convnet"), str(path), "--top-k", "3", "--device", "cpu")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == str(path) and sorted(line.split()[1] for line in lines[1:]) == CLASSES
+    model = load_model(str(run / "model.convnet"), device="cpu")
+    test = image_dataset_from_directory(str(folders["test"]), image_size=12, color_mode="grayscale", shuffle=False,
+                                        batch_size=None, verbose=False)
+    x, _ = test.batch(epoch=0, index=test.file_paths.index(str(path)))
+    pixels, note = model_input(model, CommandImage(path=str(path)))
+    assert note is None and np.array_equal(pixels, x)  # 0-255, as the folder's batches
+    shown = float(lines[1].split()[-1].rstrip("%")) / 100
+    assert shown == pytest.approx(model.predict(x[None], verbose=0).max(), abs=6e-5)
+
+
+def test_evaluate_on_a_folder_matches_the_runs_test_accuracy(folder_run, folders):
+    run, _ = folder_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    code, out, err = run_main("evaluate", str(run / "model.convnet"), "--data", str(folders["test"]), "--device", "cpu")
+    assert code == 0, err
+    assert out.startswith(f"{run / 'model.convnet'} on 18 images of {folders['test']}: ")
+    assert f"accuracy {metrics['test_accuracy']:.4f}" in out and f"loss {metrics['test_loss']:.4f}" in out
+
+
+def test_evaluate_refuses_a_folder_of_other_classes(folder_run, tmp_path):
+    run, _ = folder_run
+    for name in ("circle", "triangle"):
+        draw(tmp_path / "other", 1, seed=2)
+        (tmp_path / "other" / name).mkdir(exist_ok=True)
+    code, _, err = run_main("evaluate", str(run / "model.convnet"), "--data", str(tmp_path / "other"))
+    assert code == 2
+    assert err == (f"convnet evaluate: error: the class folders of {tmp_path / 'other'} differ from the classes of "
+                   f"{run / 'model.convnet'}, so a label would not mean the model's class: only in the model: none; "
+                   f"only in the folder: ['triangle']\n")
+    code, _, err = run_main("evaluate", str(run / "model.convnet"))
+    assert code == 2 and "pass --data FOLDER (one subfolder per class) or FILE.npz" in err
+
+
+def test_an_npz_run_uses_its_test_arrays_and_class_names(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    x = (rng.integers(0, 50, (40, 8, 8)) + 200 * y[:, None, None]).astype(np.uint8)  # (N, 8, 8): bright = class 1
+    np.savez(tmp_path / "tiny.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:],
+             class_names=np.array(["dark", "bright"]))
+    code, out, err = run_main("train", "--data", str(tmp_path / "tiny.npz"), "--epochs", "1", "--batch-size", "10",
+                              "--val-split", "0.2", "--out", str(tmp_path / "run"), "--verbose", "0")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["train_images"], metrics["val_images"], metrics["test_images"]) == (24, 6, 10)
+    assert metrics["class_names"] == ["dark", "bright"] and "bad_files.json" not in os.listdir(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["image_size"], config["color_mode"], config["val_split"]) == ("8x8", "grayscale", 0.2)
+    code, out, err = run_main("evaluate", str(tmp_path / "run" / "model.convnet"), "--data", str(tmp_path / "tiny.npz"))
+    assert code == 0, err
+    assert f"on 10 images of {tmp_path / 'tiny.npz'}: accuracy {metrics['test_accuracy']:.4f}" in out
+
+
+def test_without_test_data_the_run_says_there_is_no_test_set(folders, tmp_path):
+    code, out, err = run_main("train", "--data", str(folders["test"]), "--epochs", "1", "--val-split", "0.25",
+                              "--model", "homl", "--out", str(tmp_path / "run"), "--verbose", "0")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] is None and metrics["test_images"] == 0 and metrics["val_images"] == 4
+    assert metrics["test_set"].startswith("none: no --test-data was given")
+    assert f"No test set (no --test-data): validation accuracy {metrics['val_accuracy']:.4f}" in out
+    assert json.loads((tmp_path / "run" / "bad_files.json").read_text()) == []
+
+
+def test_image_size_is_height_by_width_and_defaults_to_the_first_image(tmp_path):
+    from convnet.runs.job import load_data, resolve_data
+    draw(tmp_path / "rgb", 4, seed=3, size=10, mode="RGB")
+    assert parse_image_size("64x48") == (64, 48) and parse_image_size("28") == (28, 28)
+    config = resolve_data(TrainConfig(data=str(tmp_path / "rgb"), image_size="16x8"))
+    assert (config.image_size, config.color_mode) == ("16x8", "rgb")  # an RGB first image: rgb
+    assert load_data(config).input_shape == (16, 8, 3)
+    config = resolve_data(TrainConfig(data=str(tmp_path / "rgb"), color_mode="grayscale"))
+    assert (config.image_size, config.color_mode, config.val_split) == ("10x10", "grayscale", 0.1)
+
+
+def test_strict_refuses_before_training(folders, tmp_path):
+    code, _, err = run_main("train", "--data", str(folders["train"]), "--strict", "--out", str(tmp_path / "run"),
+                              "--verbose", "0")
+    assert code == 2
+    lines = err.splitlines()
+    assert lines[0] == ("convnet train: error: `strict`: 2 image file(s) cannot be used, so nothing was trained "
+                        "(without --strict they are skipped and listed in the run's bad_files.json); remove or "
+                        "repair them:")
+    assert sorted(line.split(": ")[0].strip() for line in lines[1:]) == sorted(str(folders["train"] / name)
+                                                                               for name in PLANTED)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def bad_usage_cases(root: Path) -> list[tuple[list[str], str]]:
+    train, test = str(root / "train"), str(root / "test")
+    (root / "notes.txt").write_text("not images")
+    (root / "one" / "cat").mkdir(parents=True, exist_ok=True)
+    (root / "fewer" / "circle").mkdir(parents=True, exist_ok=True)
+    (root / "fewer" / "dog").mkdir(parents=True, exist_ok=True)
+    image_size = ("`image_size` must be HEIGHTxWIDTH in pixels (e.g. 64x48: height 64, width 48) or one number for "
+                  "a square (e.g. 28). Received: image_size=")
+    return [
+        (["--data", str(root / "missing")], f"`data`: no such folder or file: {str(root / 'missing')!r}"),
+        (["--data", str(root / "notes.txt")], "`data` must be a folder holding one subfolder of images per class, "
+                                              "or an .npz file"),
+        (["--data", train, "--image-size", "abc"], image_size + "'abc'"),
+        (["--data", train, "--image-size", "0"], image_size + "'0'"),
+        (["--data", train, "--image-size", "64x"], image_size + "'64x'"),
+        (["--data", train, "--val-split", "1"], "`val_split` must be < 1.0. Received: val_split=1.0"),
+        (["--data", train, "--val-split", "-0.1"], "`val_split` must be >= 0.0. Received: val_split=-0.1"),
+        (["--test-data", test], "`test_data` goes with `data` (training on your own images), which is not given"),
+        (["--strict"], "`strict` goes with `data`"),
+        (["--data", train, "--dataset", "mnist"], "--dataset cannot be used with --data"),
+        (["--data", train, "--val-size", "10"], "--val-size cannot be used with --data"),
+        (["--data", train, "--limit", "10"], "`limit` takes the built-in datasets and .npz files"),
+        (["--data", train, "--test-data", str(root / "fewer")],
+         f"`test_data`: the class folders of {str(root / 'fewer')!r} differ from those of {train!r}, so a label would "
+         f"not mean one class: only in the training folder: ['square', 'stripe']; only in the test folder: ['dog']"),
+        (["--data", str(root / "one")], f"`data`: the folder {str(root / 'one')!r} must hold one subfolder of images "
+                                        f"per class, two at least"),
+        (["--data", train, "--color-mode", "cmyk"], "`color_mode`"),
+        (["--data", train, "--nproc-per-node", "2"], "--data FOLDER trains in one process for now"),
+    ]
+
+
+def test_bad_usage_exits_2_with_one_line(folders, capsys):
+    for argv, message in bad_usage_cases(folders["root"]):
+        code = main(["train", *argv, "--out", str(folders["root"] / "never")])
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert err.startswith(f"convnet train: error: {message}"), (argv, err)
+        assert len(err.splitlines()) == 1, err
+    assert not (folders["root"] / "never").exists()
+
+
+# A real process, killed and resumed
+
+TIMEOUT_S = 120
+
+
+def position(run: Path) -> int:
+    """The global step of RUN/checkpoints/last.ckpt (from the JSON in its safetensors header), -1 without one."""
+    try:
+        with open(run / "checkpoints" / "last.ckpt", "rb") as stream:
+            (length,) = struct.unpack("<Q", stream.read(8))
+            header = json.loads(stream.read(length))
+    except FileNotFoundError:
+        return -1
+    return json.loads(header["__metadata__"]["convnet.config"])["state"]["global_step"]
+
+
+@pytest.mark.slow
+def test_a_killed_folder_run_resumes_to_the_uninterrupted_result(folders, tmp_path):
+    command = [sys.executable, "-m", "convnet", "train", "--data", str(folders["train"]), "--test-data",
+               str(folders["test"]), "--epochs", "3", "--batch-size", "8", "--checkpoint-minutes", "0",
+               "--verbose", "2", "--seed", "3"]  # 7 steps an epoch, a checkpoint after each
+    env = {key: value for key, value in os.environ.items() if key != "CONVNET_DEBUG"}
+    reference = subprocess.run([*command, "--out", str(tmp_path / "reference")], env=env, capture_output=True,
+                               text=True, timeout=TIMEOUT_S)
+    assert reference.returncode == 0, reference.stderr
+    run = tmp_path / "killed"
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen([*command, "--out", str(run)], env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + TIMEOUT_S
+    while position(run) < 3:  # mid-epoch 1
+        assert process.poll() is None, (tmp_path / "killed.log").read_text()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=TIMEOUT_S) == -signal.SIGKILL
+    assert not (run / "model.convnet").exists()
+    resumed = subprocess.run([sys.executable, "-m", "convnet", "train", "--resume", str(run)], env=env,
+                             capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from" in resumed.stdout and position(run) == 21
+    assert (run / "model.convnet").read_bytes() == (tmp_path / "reference" / "model.convnet").read_bytes()
+    assert json.loads((run / "history.json").read_text()) == json.loads(
+        (tmp_path / "reference" / "history.json").read_text())
+    ours, theirs = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "reference"))
+    for key in ("test_loss", "test_accuracy", "val_accuracy", "train_images", "val_images", "test_images", "bad_files"):
+        assert ours[key] == theirs[key], key
