@@ -163,6 +163,9 @@ OPTION_SAMPLES = {
     "label_smoothing": ("0.1", 0.1), "augment": ("flip-shift", "flip-shift"), "precision": ("auto", "auto"),
     "recipe": ("fast", "fast"),
 }
+# the options of your own images (None: a switch, given without text); validated in tests/test_cli_data.py
+DATA_SAMPLES = {"data": ("imgs", "imgs"), "test_data": ("t", "t"), "image_size": ("64x48", "64x48"),
+                "color_mode": ("rgb", "rgb"), "val_split": ("0.2", 0.2), "strict": (None, True)}
 
 
 def train_parser():
@@ -181,13 +184,15 @@ def test_every_train_config_field_is_an_option_of_its_type():
 
     from convnet.runs.job import TrainConfig
     fields = {item.name: item for item in dataclasses.fields(TrainConfig)}
-    assert set(OPTION_SAMPLES) == set(fields)  # a new field needs a sample here
-    argv = [part for name, (text, _) in OPTION_SAMPLES.items() for part in ("--" + name.replace("_", "-"), text)]
+    samples = {**OPTION_SAMPLES, **DATA_SAMPLES}
+    assert set(samples) == set(fields)  # a new field needs a sample here
+    argv = [part for name, (text, _) in samples.items()
+            for part in ("--" + name.replace("_", "-"), *([] if text is None else [text]))]
     args = train_parser().parse_args(argv)
-    for name, (_, expected) in OPTION_SAMPLES.items():
+    for name, (_, expected) in samples.items():
         value = getattr(args, name)
         assert value == expected and type(value) is type(expected), (name, value)
-    assert TrainConfig(**{name: getattr(args, name) for name in fields}).validate()
+    assert TrainConfig(**{name: getattr(args, name) for name in OPTION_SAMPLES}).validate()
     assert not any(hasattr(train_parser().parse_args([]), name) for name in fields)
     assert train_parser().parse_args(["--verbose", "auto"]).verbose == "auto"  # int | str: text unless digits
 
