@@ -23,6 +23,8 @@ import pytest
 from convnet.cli import main
 from convnet.runs.config import TrainConfig, parse_image_size
 
+from .conftest import tiny_cnn
+
 CLASSES = ["circle", "square", "stripe"]
 PLANTED = {"square/bad.png": b"not an image", "circle/empty.png": b""}  # the bad files of the training folder
 
@@ -140,6 +142,23 @@ def test_evaluate_on_a_folder_matches_the_runs_test_accuracy(folder_run, folders
     assert f"accuracy {metrics['test_accuracy']:.4f}" in out and f"loss {metrics['test_loss']:.4f}" in out
 
 
+def test_evaluate_scales_a_folder_for_a_model_trained_on_scaled_pixels(folders, tmp_path):
+    """A model whose metadata says pixels / 255 (the built-in datasets' runs) gets the folder's 0-255 batches
+    times its scale."""
+    from convnet.datasets import image_dataset_from_directory
+    model = tiny_cnn((12, 12, 1), classes=3)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device="cpu")
+    model.metadata = {"class_names": CLASSES, "preprocessing": {"scale": 1 / 255}}
+    model.save(str(tmp_path / "scaled.convnet"))
+    code, out, err = run_main("evaluate", str(tmp_path / "scaled.convnet"), "--data", str(folders["test"]),
+                              "--device", "cpu")
+    assert code == 0, err
+    x, y = image_dataset_from_directory(str(folders["test"]), image_size=12, color_mode="grayscale", shuffle=False,
+                                        verbose=False).as_arrays()
+    expected = model.evaluate(x.astype(np.float32) / 255, y, verbose=0, return_dict=True)
+    assert f"accuracy {expected['accuracy']:.4f}, loss {expected['loss']:.4f}" in out
+
+
 def test_evaluate_refuses_a_folder_of_other_classes(folder_run, tmp_path):
     run, _ = folder_run
     for name in ("circle", "triangle"):
@@ -193,6 +212,33 @@ def test_image_size_is_height_by_width_and_defaults_to_the_first_image(tmp_path)
     assert load_data(config).input_shape == (16, 8, 3)
     config = resolve_data(TrainConfig(data=str(tmp_path / "rgb"), color_mode="grayscale"))
     assert (config.image_size, config.color_mode, config.val_split) == ("10x10", "grayscale", 0.1)
+
+
+def test_the_validation_split_is_disjoint_and_seeded_and_0_means_none(folders):
+    from convnet.datasets import image_dataset_from_directory
+    from convnet.runs.job import load_data, resolve_data
+    config = resolve_data(TrainConfig(data=str(folders["train"]), val_split=0.2, seed=5, batch_size=8))
+    data = load_data(config)
+    train, validation = set(data.train.file_paths), set(data.validation.file_paths)
+    planted = {str(folders["train"] / name) for name in PLANTED}
+    assert not train & validation and len(train | validation) == 60 and not (train | validation) & planted
+    keras_split = image_dataset_from_directory(str(folders["train"]), image_size=12, color_mode="grayscale", seed=5,
+                                               validation_split=0.2, subset="validation", verbose=False)
+    assert validation == set(keras_split.file_paths)  # the run's seed decides the split
+    none = load_data(resolve_data(TrainConfig(data=str(folders["train"]), val_split=0.0)))
+    assert none.validation is None and none.counts == {"train_images": 60, "val_images": 0, "test_images": 0}
+
+
+def test_resume_refuses_other_data_and_accepts_the_same_folder_by_another_path(folder_run, folders, monkeypatch):
+    run, _ = folder_run
+    code, _, err = run_main("train", "--resume", str(run), "--data", str(folders["test"]))
+    assert code == 2
+    assert err.startswith(f"convnet train: error: --resume {run} continues that run with the settings it was started "
+                          f"with; --data {folders['test']} (the run has {folders['train']})")
+    monkeypatch.chdir(folders["root"])
+    from convnet.cli.main import _check_resume_options
+    from convnet.runs.config import load_config
+    _check_resume_options(str(run), load_config(str(run)), {"data": "train", "test_data": "./test"})  # no error
 
 
 def test_strict_refuses_before_training(folders, tmp_path):

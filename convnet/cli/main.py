@@ -1,8 +1,9 @@
 """The `convnet` command line.
 
     convnet train [--epochs 10] [--limit N] ...      train a preset on a dataset, write a run folder
+    convnet train --data DIR|FILE.npz ...            the same on your own images (a folder per class)
     convnet train --nproc-per-node N ...             the same, data-parallel on N processes (torchrun)
-    convnet evaluate MODEL                           test loss and accuracy of a saved model
+    convnet evaluate MODEL [--data DIR|FILE.npz]     test loss and accuracy of a saved model
     convnet predict MODEL IMAGE...                   top-k classes for image files
     convnet summary MODEL | --model NAME             layer table with receptive fields
     convnet completion bash|zsh                      a shell completion script
@@ -475,8 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     train = commands.add_parser("train", help="train a model preset on a dataset and save the run",
-                                description="Train a preset (the seed CNN by default) on Fashion-MNIST, print "
-                                            "per-epoch validation and final test accuracy, and write the run folder.")
+                                description="Train a preset (the seed CNN by default) on Fashion-MNIST, or on your "
+                                            "own images with --data (a folder holding one subfolder of images per "
+                                            "class, or an .npz file), print per-epoch validation and final test "
+                                            "accuracy, and write the run folder.")
     add_dataclass_options(train, TrainConfig)
     complete_with(train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its "
                                      "last checkpoint, with the settings it was started with"), "dir")
