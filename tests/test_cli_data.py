@@ -180,11 +180,12 @@ def test_an_npz_run_uses_its_test_arrays_and_class_names(tmp_path):
     np.savez(tmp_path / "tiny.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:],
              class_names=np.array(["dark", "bright"]))
     code, out, err = run_main("train", "--data", str(tmp_path / "tiny.npz"), "--epochs", "1", "--batch-size", "10",
-                              "--val-split", "0.2", "--out", str(tmp_path / "run"), "--verbose", "0")
+                              "--val-split", "0.2", "--out", str(tmp_path / "run"), "--verbose", "2")
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["train_images"], metrics["val_images"], metrics["test_images"]) == (24, 6, 10)
     assert metrics["class_names"] == ["dark", "bright"] and "bad_files.json" not in os.listdir(tmp_path / "run")
+    assert "bad_files" not in metrics and "bad_files.json" not in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["image_size"], config["color_mode"], config["val_split"]) == ("8x8", "grayscale", 0.2)
     code, out, err = run_main("evaluate", str(tmp_path / "run" / "model.convnet"), "--data", str(tmp_path / "tiny.npz"))
@@ -342,3 +343,20 @@ def test_a_killed_folder_run_resumes_to_the_uninterrupted_result(folders, tmp_pa
     ours, theirs = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "reference"))
     for key in ("test_loss", "test_accuracy", "val_accuracy", "train_images", "val_images", "test_images", "bad_files"):
         assert ours[key] == theirs[key], key
+
+
+@pytest.mark.slow
+def test_an_npz_run_trains_data_parallel(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(80) % 2
+    x = (rng.integers(0, 50, (80, 8, 8)) + 200 * y[:, None, None]).astype(np.uint8)  # (N, 8, 8)
+    np.savez(tmp_path / "tiny.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
+    env = {key: value for key, value in os.environ.items() if key != "CONVNET_DEBUG"}
+    result = subprocess.run([sys.executable, "-m", "convnet", "train", "--data", str(tmp_path / "tiny.npz"),
+                             "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "10", "--out",
+                             str(tmp_path / "run"), "--verbose", "0"], env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["test_images"] == 20 and metrics["class_names"] == ["0", "1"]
+    assert "x 2 processes" in result.stdout

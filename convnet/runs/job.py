@@ -385,7 +385,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbac
                "environment": environment()}
     if config.data is not None:
         last = {key: values[-1] for key, values in history.history.items() if key.startswith("val_") and values}
-        metrics.update({**last, "class_names": list(data.class_names), "bad_files": len(data.bad_files)})
+        metrics.update({**last, "class_names": list(data.class_names)})
+        if data.source["kind"] == "folder":
+            metrics["bad_files"] = len(data.bad_files)  # listed in BAD_FILES
         if data.test is None:
             metrics["test_set"] = ("none: no --test-data was given, so there are no test metrics; val_accuracy "
                                    "(the held-out --val-split of the training folder) is the estimate")
