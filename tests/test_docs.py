@@ -437,3 +437,15 @@ def test_every_command_line_on_the_site_parses():
                 raise AssertionError(f"{page}: `convnet {' '.join(words)}` does not parse (exit {exit.code})") from None
             parsed += 1
     assert parsed > 20
+
+
+def test_the_command_line_guide_names_every_option_of_convnet_train():
+    import argparse
+
+    from convnet.cli.main import build_parser
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    options = {option for action in commands.choices["train"]._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"}
+    assert len(options) > 20
+    text = (DOCS / "guides" / "cli.md").read_text(encoding="utf-8")
+    assert sorted(option for option in options if not re.search(rf"`{option}\b", text)) == []
