@@ -301,6 +301,24 @@ def site(tmp_path_factory) -> Path:
     return folder
 
 
+def built_page(site: Path, page: str) -> Path:
+    """The HTML file of a page: `reference/nn/index.html` for `reference/nn.md`."""
+    return site / page.removesuffix(".md") / "index.html"
+
+
+def test_the_site_config_asks_for_nothing_from_the_internet():
+    """Checked without building: no web fonts (Material fetches them from Google unless `font: false`), no
+    extra script or stylesheet from another host, and not Material's `offline` plugin, whose pages load an
+    iframe-worker shim from unpkg.com (the built-site test below catches it too)."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML comes with the docs extra (MkDocs)")
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    assert config["theme"]["font"] == "false"
+    plugins = [plugin if isinstance(plugin, str) else next(iter(plugin)) for plugin in config["plugins"]]
+    assert "offline" not in plugins
+    for key in ("extra_javascript", "extra_css"):
+        assert not any("//" in str(url) for url in config.get(key, [])), f"mkdocs.yml's {key} loads from another host"
+
+
 EXTERNAL_TAG = re.compile(  # a tag that makes the browser fetch something from another host
     r"<(?:script|link|img|iframe|source|audio|video)\b[^>]*?\b(?:src|href|srcset)=[\"']?(?:https?:)?//", re.I)
 
@@ -319,14 +337,14 @@ def test_the_site_loads_nothing_from_the_internet(site):
 def test_every_reference_page_renders_its_module(site):
     for page in PAGES:
         if page.startswith("reference/"):
-            html = (site / page.removesuffix(".md") / "index.html").read_text(encoding="utf-8")
+            html = built_page(site, page).read_text(encoding="utf-8")
             assert 'class="doc doc-' in html, f"{page} rendered no documentation"
 
 
 def test_docstring_examples_render_as_python_sessions(site):
     """The Griffe extension (docs/hooks/griffe_doctests.py) turns `>>>` runs into code blocks: none is left
     as Markdown's nested quotes."""
-    html = (site / "reference" / "nn" / "index.html").read_text(encoding="utf-8")
+    html = built_page(site, "reference/nn.md").read_text(encoding="utf-8")
     assert "&gt;&gt;&gt;" in html and "<blockquote>" not in html
     sys.path.insert(0, str(DOCS / "hooks"))
     try:
