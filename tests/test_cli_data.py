@@ -242,6 +242,53 @@ def test_resume_refuses_other_data_and_accepts_the_same_folder_by_another_path(f
     _check_resume_options(str(run), load_config(str(run)), {"data": "train", "test_data": "./test"})  # no error
 
 
+def npz_split(tmp_path: Path, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the training x, the validation x) that `convnet train --data FILE.npz --val-split FRACTION` uses."""
+    from convnet.runs.job import load_data, resolve_data
+    x = np.arange(n * 4, dtype=np.float32).reshape(n, 2, 2)  # image i holds 4i .. 4i + 3 (floats above 1: as given)
+    path = tmp_path / f"split-{n}.npz"
+    np.savez(path, x_train=x, y_train=np.arange(n) % 2, x_test=x[:2], y_test=np.array([0, 1]))
+    data = load_data(resolve_data(TrainConfig(data=str(path), val_split=fraction)))
+    return data.train[0][..., 0], data.validation[0][..., 0]  # (N, 2, 2) each
+
+
+SPLITS = [(30, 0.2), (31, 0.1), (7, 0.3), (100, 0.33), (10, 0.7)]
+
+
+@pytest.mark.parametrize("n, fraction", SPLITS)
+def test_an_npz_split_is_kerass_fit_validation_split(tmp_path, n, fraction):
+    """Keras 3's rule (keras/src/trainers/data_adapters/array_slicing.py, train_validation_split): the samples
+    from floor(n * (1 - validation_split)) on validate, the ones before train, in their order."""
+    import math
+    split_at = math.floor(n * (1.0 - fraction))
+    x = np.arange(n * 4, dtype=np.float32).reshape(n, 2, 2)
+    train, validation = npz_split(tmp_path, n, fraction)
+    assert np.array_equal(train, x[:split_at]) and np.array_equal(validation, x[split_at:])
+
+
+def test_npz_pixels_come_to_0_255_as_a_folder_gives_them(tmp_path):
+    """uint8 pixels as they are; floats all within [0, 1] (scaled already) times 255; (N, H, W) gains a channel."""
+    from convnet.runs.job import load_data, resolve_data
+    unit = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 2, 2)  # (N, H, W)
+    for x, expected in ((np.uint8(unit * 255), np.uint8(unit * 255)), (unit, unit * 255)):
+        np.savez(tmp_path / "p.npz", x_train=x, y_train=np.array([0, 1, 0, 1]), x_test=x, y_test=np.array([0, 1, 0, 1]))
+        data = load_data(resolve_data(TrainConfig(data=str(tmp_path / "p.npz"), val_split=0.0)))
+        assert data.train[0].dtype == np.float32 and data.train[0].shape == (4, 2, 2, 1)
+        assert np.allclose(data.train[0][..., 0], expected.astype(np.float32)) and data.validation is None
+
+
+@pytest.mark.keras
+def test_an_npz_split_matches_real_keras(tmp_path):
+    pytest.importorskip("keras")
+    from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+    for n, fraction in SPLITS:
+        x = np.arange(n * 4, dtype=np.float32).reshape(n, 2, 2)
+        keras_train, keras_validation = train_validation_split(x, validation_split=fraction)
+        train, validation = npz_split(tmp_path, n, fraction)
+        assert np.array_equal(train, np.asarray(keras_train)) and np.array_equal(validation,
+                                                                                 np.asarray(keras_validation))
+
+
 def test_strict_refuses_before_training(folders, tmp_path):
     code, _, err = run_main("train", "--data", str(folders["train"]), "--strict", "--out", str(tmp_path / "run"),
                               "--verbose", "0")

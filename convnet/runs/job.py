@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -203,7 +204,8 @@ def _npz_data(config: TrainConfig) -> RunData:
         x = x.astype(np.float32) * np.float32(factor)
         return x[..., None] if x.ndim == 3 else x  # (N, H, W) -> (N, H, W, 1)
 
-    split = int(len(x_train) * (1 - config.val_split))  # Keras's rule: the last fraction validates
+    # Keras 3's fit(validation_split=...) rule (array_slicing.train_validation_split): the last part validates
+    split = math.floor(len(x_train) * (1.0 - config.val_split))
     if config.val_split and (split == 0 or split == len(x_train)):
         raise ValueError(f"`val_split`={config.val_split} of the {len(x_train)} training images of {config.data!r} "
                          f"leaves no image for training or none for validation")
