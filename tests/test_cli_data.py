@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convnet._internal.names import MODELS
 from convnet.cli import main
 from convnet.runs.config import TrainConfig, parse_image_size
 
@@ -191,6 +192,19 @@ def test_an_npz_run_uses_its_test_arrays_and_class_names(tmp_path):
     code, out, err = run_main("evaluate", str(tmp_path / "run" / "model.convnet"), "--data", str(tmp_path / "tiny.npz"))
     assert code == 0, err
     assert f"on 10 images of {tmp_path / 'tiny.npz'}: accuracy {metrics['test_accuracy']:.4f}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", MODELS)
+def test_every_preset_takes_the_folders_image_size_channels_and_classes(preset, folders, tmp_path):
+    from convnet.models import load_model
+    code, _, err = run_main("train", "--data", str(folders["test"]), "--model", preset, "--image-size", "36x32",
+                            "--color-mode", "rgb", "--epochs", "1", "--batch-size", "4", "--val-split", "0.2",
+                            "--out", str(tmp_path / "run"), "--verbose", "0")
+    assert code == 0, err
+    model = load_model(str(tmp_path / "run" / "model.convnet"))
+    assert model.input_shape == (None, 36, 32, 3) and model.output_shape == (None, 3)
+    assert model.metadata["class_names"] == CLASSES
 
 
 def test_without_test_data_the_run_says_there_is_no_test_set(folders, tmp_path):
