@@ -141,6 +141,8 @@ def test_evaluate_on_a_folder_matches_the_runs_test_accuracy(folder_run, folders
     assert code == 0, err
     assert out.startswith(f"{run / 'model.convnet'} on 18 images of {folders['test']}: ")
     assert f"accuracy {metrics['test_accuracy']:.4f}" in out and f"loss {metrics['test_loss']:.4f}" in out
+    code, recorded, err = run_main("evaluate", str(run / "model.convnet"), "--device", "cpu")  # the run's test folder
+    assert code == 0 and recorded == out, err
 
 
 def test_evaluate_scales_a_folder_for_a_model_trained_on_scaled_pixels(folders, tmp_path):
@@ -162,16 +164,13 @@ def test_evaluate_scales_a_folder_for_a_model_trained_on_scaled_pixels(folders, 
 
 def test_evaluate_refuses_a_folder_of_other_classes(folder_run, tmp_path):
     run, _ = folder_run
-    for name in ("circle", "triangle"):
-        draw(tmp_path / "other", 1, seed=2)
-        (tmp_path / "other" / name).mkdir(exist_ok=True)
+    draw(tmp_path / "other", 1, seed=2)
+    (tmp_path / "other" / "triangle").mkdir()  # a class the model does not know
     code, _, err = run_main("evaluate", str(run / "model.convnet"), "--data", str(tmp_path / "other"))
     assert code == 2
     assert err == (f"convnet evaluate: error: the class folders of {tmp_path / 'other'} differ from the classes of "
                    f"{run / 'model.convnet'}, so a label would not mean the model's class: only in the model: none; "
                    f"only in the folder: ['triangle']\n")
-    code, _, err = run_main("evaluate", str(run / "model.convnet"))
-    assert code == 2 and "pass --data FOLDER (one subfolder per class) or FILE.npz" in err
 
 
 def test_an_npz_run_uses_its_test_arrays_and_class_names(tmp_path):
@@ -216,6 +215,11 @@ def test_without_test_data_the_run_says_there_is_no_test_set(folders, tmp_path):
     assert metrics["test_set"].startswith("none: no --test-data was given")
     assert f"No test set (no --test-data): validation accuracy {metrics['val_accuracy']:.4f}" in out
     assert json.loads((tmp_path / "run" / "bad_files.json").read_text()) == []
+    code, _, err = run_main("evaluate", str(tmp_path / "run" / "model.convnet"))  # no test folder to default to
+    assert code == 2
+    assert err == (f"convnet evaluate: error: {tmp_path / 'run' / 'model.convnet'} does not say which dataset it was "
+                   f"trained on (it was trained on {folders['test']}, without --test-data); pass --data FOLDER (one "
+                   f"subfolder per class) or FILE.npz, or --dataset NAME\n")
 
 
 def test_image_size_is_height_by_width_and_defaults_to_the_first_image(tmp_path):

@@ -338,12 +338,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model_file(args.model, args.device, compile=True)
     if not model.compiled:
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"], device=args.device)
+    source = model.metadata.get("data") or {}  # a `convnet train --data` model: its test folder or .npz file
+    recorded = source.get("test_path") or (source.get("path") if source.get("kind") == "npz" else None)
+    if args.data is None and args.dataset is None and recorded is not None:
+        args.data = recorded
     if args.data is not None:
         return _evaluate_data(args, model)
     name = args.dataset or model.metadata.get("dataset")
     if name is None:
-        trained_on = (model.metadata.get("data") or {}).get("path")
-        where = f" (it was trained on {trained_on})" if trained_on else ""
+        where = f" (it was trained on {source['path']}, without --test-data)" if source.get("path") else ""
         raise UsageError(f"{args.model} does not say which dataset it was trained on{where}; pass --data FOLDER "
                          f"(one subfolder per class) or FILE.npz, or --dataset NAME")
     from convnet.datasets import get_dataset
@@ -500,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"answer and every machine to join (default: {RDZV_TIMEOUT:g})")
     train.set_defaults(run=_cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a saved model")
+    evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a saved model",
+                                   description="Test loss and accuracy of a saved model on the test set it was trained "
+                                               "with (a built-in dataset, the run's --test-data folder or its .npz "
+                                               "file), or on --dataset or --data.")
     evaluate.add_argument("model", metavar="MODEL", help="a .convnet file")
     complete_with(evaluate.add_argument("--dataset", help="dataset to test on (default: the one the model was "
                                         "trained on)"), "dataset")
