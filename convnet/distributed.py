@@ -33,6 +33,10 @@ What `fit` does with N processes (ranks), all holding the same arrays:
   DistributedDataParallel's `broadcast_buffers`).
 - Validation sums every rank's batch sums (`all_reduce`): each sample counts once, no padding.
 - Rank 0 reads and writes every file (checkpoints, the run folder); the others wait for it.
+- A FolderDataset (every rank lists the same folder): the epoch's order is a function of the seed, rank 0's, so
+  rank r reads only `shard(b, N, r)` of each global batch's files; when streamed files fail after the scan, the
+  ranks add up what they kept (one small all-reduce a step) to weigh the step. Validation on a FolderDataset is
+  split the same way. Other iterables of batches are refused.
 
 Why an all-reduce in the engine rather than wrapping the model in DistributedDataParallel: the engine runs
 `model.logits` (the loss fused with the final softmax), not `forward`, which is what DDP hooks; a rank with
@@ -260,6 +264,12 @@ class Collective:
         values = torch.tensor([float(flag) for flag in flags])
         dist.all_reduce(values, group=self.control)
         return tuple(bool(value > 0) for value in values.tolist())
+
+    def total(self, value: int) -> int:
+        """The sum of an integer over the ranks (an all-reduce on the CPU group: no wait for a GPU)."""
+        values = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(values, group=self.control)
+        return int(values.item())
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's `value` (a picklable object) on every rank."""

@@ -361,14 +361,6 @@ def test_resume_restores_a_drawn_seed(folder: Path, tmp_path: Path) -> None:
     assert again.seed == first.seed and same_weights(resumed, reference)
 
 
-def test_data_parallel_fit_refuses_batches(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from convnet import distributed
-    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    with pytest.raises(ValueError, match=r"data-parallel training .* takes in-memory arrays.*as_arrays"):
-        make_model().fit(load(folder))
-
-
 @pytest.mark.keras
 def test_keras_input_running_out() -> None:
     """Real Keras 3: steps_per_epoch (7) beyond a DataLoader's 5 batches warns "ran out of data" and ends each

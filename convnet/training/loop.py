@@ -19,6 +19,9 @@ global batch, and the engine's all-reduce makes the ranks' steps one step. The r
 whether to stop (Ctrl-C on any of them) and whether a timed checkpoint is due (rank 0's clock), so they stop
 and save at the same step; rank 0 reads and writes the checkpoint files and prints; callbacks that write files
 (ModelCheckpoint, CSVLogger) run on rank 0 only.
+A FolderDataset trains data-parallel too: its order is a function of (seed, epoch), rank 0's seed is every
+rank's, and each rank reads (decodes, when streaming) only its slice of each global batch; an iterable of other
+batches is refused, since nothing could check that every rank's iterable gives the same batches.
 """
 from __future__ import annotations
 
@@ -296,6 +299,9 @@ class Trainer:
         self.save_every = save_every  # BackupAndRestore(save_freq=n): a checkpoint every n steps
         self.state = checkpoint.TrainingState(epoch=initial_epoch, global_step=0)
         self.resumed = False
+        if ranks is not None and source is not None and source.dataset is not None:
+            # a seed drawn by each process (none was given) would give each rank another order: rank 0's decides
+            source.dataset.seed = ranks.broadcast_object(source.dataset.seed)
         if checkpoint_dir is not None:
             settings = {"batch_size": batch_size, "shuffle": shuffle,
                         "validation_samples": 0 if validation is None else _validation_size(validation)}
@@ -310,9 +316,10 @@ class Trainer:
             ranks.check_same("fit settings and data", {
                 "batch_size": batch_size, "epochs": epochs, "shuffle": shuffle, "initial_epoch": initial_epoch,
                 "x shape": tuple(x.shape), "y shape": tuple(y.shape), "checkpoints": checkpoint_dir is not None,
-                "validation": (None if validation is None or isinstance(validation, BatchSource)
-                               else tuple(validation[0].shape)),
-                "data": self.state.fingerprint.get("data_sha256")})
+                "validation": (None if validation is None else validation.fingerprint()
+                               if isinstance(validation, BatchSource) else tuple(validation[0].shape)),
+                "data": self.state.fingerprint.get("data_sha256"),
+                "dataset": None if source is None else source.fingerprint()})
         if checkpoint_dir is not None:
             folder = checkpoint_dir
 
@@ -541,6 +548,12 @@ class Trainer:
         if self.source is None:
             yield from ((step, None) for step in range(self.state.step, cast(int, self.steps)))
             return
+        dataset = self.source.dataset
+        if self.ranks is not None and dataset is not None:  # this rank reads its slice of each global batch only
+            world, rank = self.world, self.rank
+            mine = dataset.iter_from(epoch, self.state.step, part=lambda size: distributed.shard(size, world, rank))
+            yield from zip(range(self.state.step, cast(int, self.steps)), mine)
+            return
         yield from enumerate(self.source.epoch(epoch, self.state.step), start=self.state.step)
 
     def _batch_step(self, step: int, batch: Any) -> torch.Tensor | None:
@@ -548,6 +561,8 @@ class Trainer:
         place in the epoch but trains nothing (None)."""
         state, device = self.state, self.model.device
         x_b, y_b = split_batch(batch)
+        if self.ranks is not None:
+            return self._rank_batch_step(step, x_b, y_b)
         if len(x_b) == 0:
             state.step = step + 1
             return None
@@ -558,6 +573,35 @@ class Trainer:
         sums = self.engine.train_step(xb, yb, full_batch=self.batch_size)
         self.totals.add_(sums)
         state.seen += xb.shape[0]
+        state.step, state.global_step = step + 1, state.global_step + 1
+        return sums
+
+    def _rank_batch_step(self, step: int, x_b: Any, y_b: Any) -> torch.Tensor | None:
+        """This rank's part of step `step` on a FolderDataset: its slice of the global batch (what `_positions`
+        read), its share of the loss (`engine.Part`). The global batch's size is known from the epoch's order
+        when the pixels are cached; a streamed batch may have lost files that failed after the scan, on any rank,
+        so the ranks add up what they kept (one all-reduce of a number on the CPU group). A global batch left
+        empty is skipped by every rank; a rank whose slice is empty takes part in the step."""
+        state, dataset = self.state, cast(BatchSource, self.source).dataset
+        assert self.ranks is not None and dataset is not None, "data-parallel batches come from a FolderDataset"
+        kept = len(x_b)
+        count = min(self.batch_size, dataset.num_samples - step * self.batch_size)  # the global batch's samples
+        if not dataset.cached:
+            count = self.ranks.total(kept)
+        if count == 0:
+            state.step = step + 1
+            return None
+        if self.schedule is not None:
+            set_rate(cast(torch.optim.Optimizer, self.model.optimizer_), self.schedule(state.global_step))
+        if kept == 0:
+            sums = self.engine.idle_step(self.scores.size)
+        else:
+            device = self.model.device
+            xb = as_inputs(self.model, x_b, "x (a batch)").to(device, non_blocking=True)
+            yb = as_targets(self.model, y_b, kept, "y (a batch)").to(device, non_blocking=True)
+            sums = self.engine.train_step(xb, yb, full_batch=self.local_batch, part=Part(count, kept / count))
+        self.totals.add_(sums)
+        state.seen += count
         state.step, state.global_step = step + 1, state.global_step + 1
         return sums
 
@@ -650,7 +694,7 @@ class Trainer:
         logs = self.scores.means(self.totals, self.state.seen)
         if self.validation is not None and self._validates(epoch):
             if isinstance(self.validation, BatchSource):
-                val = _evaluate_batches(self.model, self.validation.epoch(0))
+                val = _evaluate_batches(self.model, self._validation_batches(self.validation), ranks=self.ranks)
             else:
                 x_val, y_val, w_val = self.validation
                 val = _evaluate_tensors(self.model, x_val, y_val, max(self.batch_size, 256), sample_weight=w_val,
@@ -658,6 +702,15 @@ class Trainer:
             logs.update({f"val_{name}": value for name, value in val.items()})
             self.model.train()
         return _sorted(logs)
+
+    def _validation_batches(self, source: BatchSource) -> Iterable[Any]:
+        """The validation batches this process scores: all of them, or with ranks its slice of each (a dataset's
+        epoch-0 order, its first `validation_steps` batches)."""
+        if self.ranks is None or source.dataset is None:
+            return source.epoch(0)
+        world, rank, steps = self.world, self.rank, source.steps or len(source.dataset)
+        mine = source.dataset.iter_from(0, 0, part=lambda size: distributed.shard(size, world, rank))
+        return (batch for _, batch in zip(range(steps), mine))
 
     def _end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
         """Move on to the next epoch and write its checkpoint (`best.ckpt` too when the monitored value,
@@ -707,17 +760,20 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     if is_batches(x):
         _check_batches_arguments("fit", x, y, batch_size, sample_weight=sample_weight, class_weight=class_weight,
                                  validation_split=validation_split)
-        if distributed.is_distributed():
+        if distributed.is_distributed() and not isinstance(x, FolderDataset):
             raise ValueError(f"fit: data-parallel training (a process group of {distributed.world_size()} processes) "
-                             f"takes in-memory arrays; a FolderDataset or an iterable of batches cannot be split "
-                             f"across the ranks yet (give each rank the same arrays, e.g. x, y = dataset.as_arrays())")
+                             f"takes in-memory arrays or a FolderDataset, whose order every rank knows, so that "
+                             f"each reads only its slice of every batch; an iterable of batches "
+                             f"({describe(x)}) cannot be split across the ranks (give every rank the folder, "
+                             f"convnet.datasets.image_dataset_from_directory, or the same arrays)")
     elif steps_per_epoch is not None:
         raise ValueError(f"`steps_per_epoch` is for a FolderDataset or an iterable of batches; with arrays an epoch "
                          f"is one pass over x in batches of `batch_size`. Received: steps_per_epoch={steps_per_epoch}")
     steps_per_epoch = check_steps("steps_per_epoch", steps_per_epoch)
     validation_steps = check_steps("validation_steps", validation_steps)
     batch_size = 32 if batch_size is None else check_int("batch_size", batch_size, minimum=1)
-    ranks = _collective(model, batch_size) if distributed.is_distributed() else None
+    global_batch = x.batch_size if isinstance(x, FolderDataset) and x.batch_size is not None else batch_size
+    ranks = _collective(model, global_batch) if distributed.is_distributed() else None
     epochs = check_int("epochs", epochs, minimum=1)
     initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0, maximum=epochs - 1)
     requested_verbose = verbose  # as given ("auto" included): what Keras 3 puts in the callbacks' params
@@ -752,6 +808,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
             raise ValueError("fit: the model has no trainable weights")
         validation_given = None if validation_data is None else _validation_of(model, validation_data,
                                                                                 validation_steps)
+        _check_rank_validation(validation_given, ranks)
         empty = torch.empty(0)
         trainer = Trainer(model, empty, empty, batch_size=source.batch_size or 0, epochs=epochs, shuffle=shuffle,
                           callbacks=callbacks, verbose=verbose, validation=validation_given,
@@ -759,7 +816,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                           checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
                           checkpoint_interval=checkpoint_interval, resume=resume, validation_freq=validation_freq,
                           save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
-                          source=source, requested_verbose=requested_verbose)
+                          ranks=ranks, source=source, requested_verbose=requested_verbose)
         return _finish_fit(trainer, backup, None)
     x_t = as_inputs(model, x)
     if not model.built:
@@ -781,9 +838,7 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
     # fit's full batch size too (a CUDA graph may serve it: every step has that size)
     batch_size = min(batch_size, x_t.shape[0])
     device = model.device
-    if isinstance(validation, BatchSource) and ranks is not None:
-        raise ValueError("fit: data-parallel training validates on arrays; `validation_data` as a FolderDataset "
-                         "or an iterable of batches cannot be split across the ranks yet")
+    _check_rank_validation(validation, ranks)
     if validation is not None and not isinstance(validation, BatchSource):
         validation = (validation[0].to(device), validation[1].to(device),
                       None if validation[2] is None else validation[2].to(device))
@@ -795,6 +850,14 @@ def fit(model: Sequential, x: Any, y: Any = None, batch_size: int | None = None,
                       save_every=None if backup is None or backup.save_freq == "epoch" else int(backup.save_freq),
                       ranks=ranks, requested_verbose=requested_verbose)
     return _finish_fit(trainer, backup, ranks)
+
+
+def _check_rank_validation(validation: Validation | None, ranks: distributed.Collective | None) -> None:
+    """Data-parallel validation splits every batch across the ranks: arrays or a FolderDataset, not an iterable."""
+    if ranks is not None and isinstance(validation, BatchSource) and validation.dataset is None:
+        raise ValueError(f"fit: data-parallel training validates on arrays or a FolderDataset (each rank scores its "
+                         f"slice of every batch); `validation_data` as an iterable of batches "
+                         f"({describe(validation.data)}) cannot be split across the ranks")
 
 
 def _finish_fit(trainer: Trainer, backup: BackupAndRestore | None, ranks: distributed.Collective | None) -> History:
@@ -975,9 +1038,11 @@ def _evaluate_tensors(model: Sequential, x: torch.Tensor, y: torch.Tensor, batch
 
 @torch.no_grad()
 def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progbar | None = None, tta: Any = None,
-                      argument: str = "validation_data") -> dict[str, float]:
+                      argument: str = "validation_data",
+                      ranks: distributed.Collective | None = None) -> dict[str, float]:
     """`_evaluate_tensors` over batches given one by one ((x, y) as a FolderDataset or an iterable yields them);
-    empty batches (files that failed after the scan) are skipped."""
+    empty batches (files that failed after the scan) are skipped. With `ranks`, `batches` are this rank's slices
+    and the sums and counts are added up over the ranks: every sample counts once."""
     model.eval()
     assert model.loss is not None, "evaluate needs a compiled model"
     scores = Scores(model)
@@ -994,6 +1059,9 @@ def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progba
         seen += xb.shape[0]
         if progbar is not None and progbar.due():
             progbar.update(step + 1, scores.means(totals, seen))
+    if ranks is not None:
+        ranks.sum_(totals)
+        seen = ranks.total(seen)
     if seen == 0:
         raise ValueError(f"`{argument}` gave no sample to score (a generator is exhausted after one pass: give a new "
                          f"one, or a re-iterable such as a DataLoader or a FolderDataset)")

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,20 +162,41 @@ class FolderDataset:
         """Batch `index` of epoch `epoch`: the same arrays every time, whatever was read before."""
         return next(self._batches(epoch, [self.batch_indices(epoch, index)]))
 
-    def iter_from(self, epoch: int = 0, step: int = 0) -> Iterator[Batch]:
+    def iter_from(self, epoch: int = 0, step: int = 0, part: Callable[[int], slice] | None = None) -> Iterator[Batch]:
         """Batches `step`, step + 1, ... to the end of epoch `epoch`, as an uninterrupted epoch would yield
         them; the skipped batches are not read.
 
         A file that fails after the scan (streaming only) is left out of its batch, which is then shorter
         (empty, if all of its files failed) but keeps its place: batch i is always batch i. Without
         batching, the failed image is not yielded.
+
+        `part` (data-parallel training): given a batch's size b, the slice of it to read, e.g.
+        `lambda b: convnet.distributed.shard(b, world, rank)`; each batch is then that slice of the batch, and
+        only its files are read (the process of another slice reads the others).
+
+            >>> import tempfile
+            >>> from PIL import Image
+            >>> folder = tempfile.mkdtemp()
+            >>> os.makedirs(os.path.join(folder, "a"))
+            >>> for i in range(5):
+            ...     Image.new("L", (2, 2), i).save(os.path.join(folder, "a", f"{i}.png"))
+            >>> data = image_dataset_from_directory(folder, image_size=2, color_mode="grayscale", batch_size=4,
+            ...                                     shuffle=False, verbose=False)
+            >>> [x[:, 0, 0, 0].tolist() for x, _ in data.iter_from(0, part=lambda size: slice(size // 2, size))]
+            [[2.0, 3.0], [4.0]]
         """
         order = self.epoch_order(epoch)
         step = check_int("step", step, minimum=0)
         if step > len(self):
             raise ValueError(f"`step` must be <= {len(self)} (the batches per epoch). Received: step={step}")
+        if part is not None and not callable(part):
+            raise TypeError(f"`part` must be a function from a batch's size to the slice of it to read, or None. "
+                            f"Received: part={describe(part)}")
         size = self.batch_size or 1
-        return self._batches(epoch, (order[i * size:(i + 1) * size] for i in range(step, len(self))))
+        chunks = (order[i * size:(i + 1) * size] for i in range(step, len(self)))  # (b,) sample indices each
+        if part is not None:
+            chunks = (chunk[part(len(chunk))] for chunk in chunks)
+        return self._batches(epoch, chunks)
 
     def __iter__(self) -> Iterator[Batch]:
         """The next epoch (the first iteration is epoch 0), as Keras's dataset reshuffles per iteration."""
