@@ -104,6 +104,8 @@ def test_a_folder_run_writes_the_model_with_class_names_and_the_bad_files(folder
 def test_a_folder_run_prints_the_folder_the_bad_files_and_the_test_accuracy(folder_run, folders):
     run, out = folder_run
     lines = out.splitlines()
+    assert lines[0] == ("Reading the images at 12x12 (height x width), grayscale: the first image's (give "
+                        "--image-size and --color-mode to choose)")
     assert "Found 62 files belonging to 3 classes." in lines and "Found 18 files belonging to 3 classes." in lines
     assert f"Skipped 2 image file(s) that cannot be used (all are listed in {run / 'bad_files.json'}):" in lines
     assert f"  {folders['train'] / 'circle' / 'empty.png'} (training): the file is empty (0 bytes), not an image" in lines

@@ -320,6 +320,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbac
     from convnet.layers import Rescaling
     from convnet.training import loop
     config.validate()
+    unset = [f"--{name.replace('_', '-')}" for name in ("image_size", "color_mode") if getattr(config, name) is None]
     config = resolve_data(config)  # before config.json is written: a resumed run reads the images the same way
     distributed.init(device=config.device)  # nothing to do outside torchrun
     folder = distributed.broadcast_object(config.out or default_folder(config))  # rank 0's clock names it
@@ -336,6 +337,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbac
     resumed = distributed.on_rank0(prepare)
     set_random_seed(config.seed)
     talk = first and config.verbose != 0
+    if talk and config.data is not None and os.path.isdir(config.data) and unset:
+        print(f"Reading the images at {config.image_size} (height x width), {config.color_mode}: the first image's "
+              f"(give {' and '.join(unset)} to choose)", flush=True)
     data = load_data(config, verbose=talk)
     if first and config.data is not None and data.source["kind"] == "folder":
         _write_json(os.path.join(folder, BAD_FILES), data.bad_files)
