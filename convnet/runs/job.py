@@ -54,8 +54,8 @@ from convnet.training import checkpoint
 from convnet.utils import set_random_seed
 
 __all__ = ["TrainConfig", "RunResult", "RunData", "train", "load_config", "load_split", "load_data", "resolve_data",
-           "prepare_folder", "environment", "augmentation_layers", "default_folder", "AUGMENTATIONS", "PRECISIONS",
-           "RECIPES", "CONFIG_FILE", "CHECKPOINTS", "BAD_FILES", "SHOWN_BAD_FILES"]
+           "first_image", "prepare_folder", "environment", "augmentation_layers", "default_folder", "AUGMENTATIONS",
+           "PRECISIONS", "RECIPES", "CONFIG_FILE", "CHECKPOINTS", "BAD_FILES", "SHOWN_BAD_FILES"]
 
 
 def augmentation_layers(name: str, image_size: tuple[int, int]) -> list:
@@ -307,6 +307,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[callbac
     set and write the run folder. Checkpoints go to `<run>/checkpoints` at the end of every epoch (and every
     `checkpoint_minutes` within one); with `resume`, training continues from the last one. `callbacks` are
     added to the run's own (a CSV logger and a NaN guard), after them.
+
+    With `config.data` (your own images), the settings it leaves open are fixed first (`resolve_data`) and
+    written to config.json; a folder run also writes `bad_files.json`, and without `test_data` its metrics say
+    that there is no test set (`test_accuracy` None, `val_accuracy` the estimate).
 
     In a process started by torchrun, `train` joins its process group (`distributed.init`) and trains
     data-parallel; only rank 0 writes the run folder, and `metrics.json` records the world size, the backend
