@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -705,7 +706,81 @@ def test_load_npz_refuses_objects_and_other_files(tmp_path):
 
 
 
-LOCAL_MODULES = ["__init__", "decoding", "folder", "listing", "npz", "pipeline", "resizing"]
+# -- where a cached dataset's pixels live while a model trains (placement.py) ---------------------------------
+
+GiB = 1024 ** 3
+
+
+@pytest.mark.parametrize("device, cache, budget, free, expected, reason", [
+    ("cpu", 10 * GiB, 0, None, "cpu", "the model trains on the CPU"),                # the host cache as it is
+    ("cuda:0", 1 * GiB, 2 * GiB, 8 * GiB, "cuda:0", r"is copied to cuda:0 once"),
+    ("cuda:0", 1 * GiB, 2 * GiB, None, "cpu", r"CUDA is not available for cuda:0"),
+    ("cuda:0", 3 * GiB, 2 * GiB, 80 * GiB, "cpu", r"exceeds memory_budget \(2.0 GiB\) on cuda:0"),
+    ("cuda:0", 1 * GiB, 2 * GiB, 2 * GiB - 1, "cpu", r"more than half of the free memory of cuda:0"),
+    ("cuda:0", 1 * GiB, 1 * GiB, 2 * GiB, "cuda:0", "copied"),                        # both limits inclusive
+    ("mps", 1 * GiB, 2 * GiB, None, "mps", "copied"),                                 # free memory unknown: budget
+    ("meta", 3 * GiB, 2 * GiB, None, "cpu", "exceeds memory_budget"),
+])
+def test_the_cache_goes_to_the_gpu_when_it_fits_the_budget_and_half_its_free_memory(device, cache, budget, free,
+                                                                                     expected, reason):
+    from convnet.datasets.local.placement import choose_device
+    placement = choose_device(cache, torch.device(device), budget, free)
+    assert placement.device == torch.device(expected) and re.search(reason, placement.reason)
+
+
+def test_choose_device_checks_its_arguments():
+    from convnet.datasets.local.placement import choose_device
+    with pytest.raises(TypeError, match=r"`device` must be a torch.device. Received: device='cuda'"):
+        choose_device(1, "cuda", 1, None)
+    with pytest.raises(ValueError, match=r"cache_bytes"):
+        choose_device(-1, torch.device("cpu"), 1, None)
+
+
+def test_cached_batches_are_the_datasets_batches_sliced_as_asked(small):
+    """Gathered by torch from the cache, in the dataset's order (from a step, and a rank's slice of each batch),
+    uint8 pixels whose values are the float32 batches'."""
+    from convnet.datasets.local.placement import CachedBatches
+    data = load(small, batch_size=8, shuffle=True, seed=4)
+    x, y = data.as_arrays()
+    cached = CachedBatches(torch.from_numpy(x), torch.from_numpy(y), data.epoch_order, 8)
+    halves = lambda size: slice(size // 2, size)
+    for part in (None, halves):
+        expected = list(data.iter_from(1, 2, part=part))
+        got = list(cached.iter_from(1, 2, part=part))
+        assert len(got) == len(expected) == 2
+        for (xc, yc), (xe, ye) in zip(got, expected):
+            assert xc.dtype == torch.uint8 and np.array_equal(xc.numpy().astype(np.float32), xe)
+            assert np.array_equal(yc.numpy(), ye)
+    with pytest.raises(ValueError, match=r"`x` and `y` must hold as many samples, on one device"):
+        CachedBatches(torch.from_numpy(x), torch.from_numpy(y[:3]), data.epoch_order, 8)
+
+
+def test_fit_keeps_the_cache_where_the_decision_says(small, monkeypatch):
+    """On the CPU the tensors are the dataset's cache itself (no copy); the decision gets the pixels' and labels'
+    bytes, the dataset's memory_budget and the free memory; the tensors go to the device it names ("meta" here,
+    standing for a GPU: a device with no memory to read back)."""
+    import convnet
+    from convnet import layers
+    from convnet.datasets.local.placement import Placement
+    from convnet.training import loop
+    data = load(small, batch_size=8, memory_budget=10 ** 6)
+    model = convnet.Sequential([layers.Input((28, 28, 1)), layers.Flatten(), layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu")
+    model.build((28, 28, 1))
+    batches, placement = loop._cached_batches(model, data)
+    assert placement.device == torch.device("cpu") and batches.x.data_ptr() == data.as_arrays()[0].ctypes.data
+    asked = []
+
+    def decide(cache_bytes, device, budget, free_bytes):
+        asked.append((cache_bytes, device, budget, free_bytes))
+        return Placement(torch.device("meta"), "a stand-in for a GPU")
+    monkeypatch.setattr(loop, "choose_device", decide)
+    batches, placement = loop._cached_batches(model, data)
+    assert asked == [(30 * 28 * 28 + 30 * 8, torch.device("cpu"), 10 ** 6, None)]  # uint8 pixels, int64 labels
+    assert batches.x.device.type == batches.y.device.type == "meta" and batches.x.dtype == torch.uint8
+
+
+LOCAL_MODULES = ["__init__", "decoding", "folder", "listing", "npz", "pipeline", "placement", "resizing"]
 
 
 @pytest.mark.parametrize("module", LOCAL_MODULES)

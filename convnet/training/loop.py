@@ -45,6 +45,7 @@ from convnet._internal.checks import check_bool, check_float, check_int, describ
 from convnet.augment import apply_variant, tta_variants
 from convnet.callbacks import BackupAndRestore, Callback, CSVLogger, History, ModelCheckpoint, TerminateOnNaN
 from convnet.datasets.local.folder import FolderDataset
+from convnet.datasets.local.placement import CachedBatches, Placement, choose_device, free_memory
 from convnet.losses import check_from_logits, from_probabilities, to_probabilities
 from convnet.optimizers import set_rate
 from convnet.training import checkpoint
@@ -302,6 +303,10 @@ class Trainer:
         if ranks is not None and source is not None and source.dataset is not None:
             # a seed drawn by each process (none was given) would give each rank another order: rank 0's decides
             source.dataset.seed = ranks.broadcast_object(source.dataset.seed)
+        self.cached: CachedBatches | None = None  # a cached dataset's batches, gathered by torch (placement.py)
+        self.placement: Placement | None = None
+        if source is not None and source.dataset is not None and source.dataset.cached:
+            self.cached, self.placement = _cached_batches(model, source.dataset)
         if checkpoint_dir is not None:
             settings = {"batch_size": batch_size, "shuffle": shuffle,
                         "validation_samples": 0 if validation is None else _validation_size(validation)}
@@ -548,26 +553,29 @@ class Trainer:
         if self.source is None:
             yield from ((step, None) for step in range(self.state.step, cast(int, self.steps)))
             return
-        dataset = self.source.dataset
-        if self.ranks is not None and dataset is not None:  # this rank reads its slice of each global batch only
-            world, rank = self.world, self.rank
-            mine = dataset.iter_from(epoch, self.state.step, part=lambda size: distributed.shard(size, world, rank))
-            yield from zip(range(self.state.step, cast(int, self.steps)), mine)
+        dataset, world, rank = self.source.dataset, self.world, self.rank
+        part = None if self.ranks is None else (lambda size: distributed.shard(size, world, rank))
+        if self.cached is not None:  # gathered from the cache where it lives (a rank: its slice of each batch)
+            yield from zip(range(self.state.step, cast(int, self.steps)), self.cached.iter_from(epoch, self.state.step,
+                                                                                              part))
+            return
+        if part is not None and dataset is not None:  # this rank reads its slice of each global batch only
+            yield from zip(range(self.state.step, cast(int, self.steps)), dataset.iter_from(epoch, self.state.step,
+                                                                                          part))
             return
         yield from enumerate(self.source.epoch(epoch, self.state.step), start=self.state.step)
 
     def _batch_step(self, step: int, batch: Any) -> torch.Tensor | None:
         """One optimizer step on a batch of the source; an empty batch (its files failed after the scan) keeps its
         place in the epoch but trains nothing (None)."""
-        state, device = self.state, self.model.device
+        state = self.state
         x_b, y_b = split_batch(batch)
         if self.ranks is not None:
             return self._rank_batch_step(step, x_b, y_b)
         if len(x_b) == 0:
             state.step = step + 1
             return None
-        xb = as_inputs(self.model, x_b, "x (a batch)").to(device, non_blocking=True)
-        yb = as_targets(self.model, y_b, xb.shape[0], "y (a batch)").to(device, non_blocking=True)
+        xb, yb = self._on_device(x_b, y_b)
         if self.schedule is not None:
             set_rate(cast(torch.optim.Optimizer, self.model.optimizer_), self.schedule(state.global_step))
         sums = self.engine.train_step(xb, yb, full_batch=self.batch_size)
@@ -575,6 +583,15 @@ class Trainer:
         state.seen += xb.shape[0]
         state.step, state.global_step = step + 1, state.global_step + 1
         return sums
+
+    def _on_device(self, x_b: Any, y_b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch as tensors on the model's device: checked (`as_inputs`, `as_targets`) and copied; a batch of the
+        cache is there already, or copied as it is (its labels were checked once, by `_cached_batches`)."""
+        device = self.model.device
+        if self.cached is not None:
+            return x_b.to(device, non_blocking=True), y_b.to(device, non_blocking=True)
+        xb = as_inputs(self.model, x_b, "x (a batch)").to(device, non_blocking=True)
+        return xb, as_targets(self.model, y_b, xb.shape[0], "y (a batch)").to(device, non_blocking=True)
 
     def _rank_batch_step(self, step: int, x_b: Any, y_b: Any) -> torch.Tensor | None:
         """This rank's part of step `step` on a FolderDataset: its slice of the global batch (what `_positions`
@@ -596,9 +613,7 @@ class Trainer:
         if kept == 0:
             sums = self.engine.idle_step(self.scores.size)
         else:
-            device = self.model.device
-            xb = as_inputs(self.model, x_b, "x (a batch)").to(device, non_blocking=True)
-            yb = as_targets(self.model, y_b, kept, "y (a batch)").to(device, non_blocking=True)
+            xb, yb = self._on_device(x_b, y_b)
             sums = self.engine.train_step(xb, yb, full_batch=self.local_batch, part=Part(count, kept / count))
         self.totals.add_(sums)
         state.seen += count
@@ -726,6 +741,21 @@ class Trainer:
 
 
 Validation = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"] | BatchSource  # x, y, weights; or batches
+
+
+def _cached_batches(model: Sequential, dataset: FolderDataset) -> tuple[CachedBatches, Placement]:
+    """A cached dataset's pixels (uint8, or float32 when resampled) and labels (checked once, as `as_targets`
+    makes them) as tensors where `choose_device` says: on the model's GPU when they fit its memory_budget and half
+    the GPU's free memory (copied once), else on the host (the NumPy cache itself, no copy)."""
+    x, y = dataset.as_arrays()
+    assert y is not None and dataset.batch_size is not None, "fit checks the dataset's labels and batches"
+    x_t = torch.from_numpy(x)  # (N, H, W, C): shares the cache's memory
+    y_t = as_targets(model, y, len(y), "y (the dataset's labels)")
+    device = model.device
+    placement = choose_device(x_t.nbytes + y_t.nbytes, device, dataset.memory_budget, free_memory(device))
+    batches = CachedBatches(x_t.to(placement.device), y_t.to(placement.device), dataset.epoch_order,
+                            dataset.batch_size)
+    return batches, placement
 
 
 def _validation_size(validation: Validation) -> int:
