@@ -99,10 +99,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(**given).with_recipe(keep=given).check_names()  # a typo answers before torch loads
     launch = _launch_settings(args)
     if launch is not None:
-        if config.data is not None and os.path.isdir(config.data):
-            raise UsageError("--data FOLDER trains in one process for now: data-parallel training (--nproc-per-node, "
-                             "--nnodes) takes in-memory arrays, so use --data FILE.npz (np.savez of x_train, y_train, "
-                             "x_test, y_test), or drop the launcher options")
         return _launch(args, config, launch)
     from convnet import distributed
     distributed.init(device=config.device)  # started by torchrun: join its process group (else nothing happens)
