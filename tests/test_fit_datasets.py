@@ -200,7 +200,8 @@ def test_callback_params_are_keras_3s(folder: Path) -> None:
 def test_progress_of_an_input_of_unknown_length(folder: Path, capsys: pytest.CaptureFixture,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Keras 3's Progbar for a target of None: the counter is "%7d/Unknown" and there is no bar; the epoch's last
-    line counts the steps taken as the target, and the later epochs show it (Keras's ProgbarLogger keeps it)."""
+    line counts the steps taken as the target, and the later epochs show it (Keras's ProgbarLogger keeps it); so do
+    evaluate's and predict's last lines."""
     from convnet.training import loop, progress
     x, y = load(folder).as_arrays()
     monkeypatch.setattr(loop, "Progbar", lambda *args, **kwargs: progress.Progbar(*args, **kwargs, interval=0.0))
@@ -213,6 +214,10 @@ def test_progress_of_an_input_of_unknown_length(folder: Path, capsys: pytest.Cap
     make_model().fit(Reiterable(x, y), epochs=2, verbose=2)
     assert [line.split(" - ")[0] for line in capsys.readouterr().out.splitlines()] == [
         "Epoch 1/2", "8/8", "Epoch 2/2", "8/8"]
+    model = make_model()
+    model.evaluate(Reiterable(x, y), verbose=2)
+    model.predict(Reiterable(x, y), verbose=2)
+    assert [line.split(" - ")[0] for line in capsys.readouterr().out.splitlines()] == ["8/8", "8/8"]
     bar = progress.Progbar(None, verbose=2)
     bar.finish({"loss": 1.0})  # an epoch of no step: "0/0", as Keras's target of 0 seen steps
     assert bar.target == 0

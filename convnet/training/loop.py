@@ -1078,8 +1078,9 @@ def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progba
     scores = Scores(model)
     totals = torch.zeros(scores.size, dtype=torch.float64, device=model.device)
     variants = tta_variants(tta)
-    seen = 0
+    seen = steps = 0
     for step, batch in enumerate(batches):
+        steps = step + 1
         x_b, y_b = split_batch(batch, argument)
         if len(x_b) == 0:
             continue
@@ -1089,6 +1090,8 @@ def _evaluate_batches(model: Sequential, batches: Iterable[Any], progbar: Progba
         seen += xb.shape[0]
         if progbar is not None and progbar.due():
             progbar.update(step + 1, scores.means(totals, seen))
+    if progbar is not None:
+        progbar.learn_target(steps)
     if ranks is not None:
         ranks.sum_(totals)
         seen = ranks.total(seen)
@@ -1197,6 +1200,7 @@ def _predict_batches(model: Sequential, source: BatchSource, verbose: int, tta: 
     model.eval()
     progbar = Progbar(source.steps, verbose)
     outputs = []
+    step = -1
     for step, batch in enumerate(source.epoch(0)):
         x_b, _ = split_batch(batch, "x")
         if len(x_b) == 0:
@@ -1205,6 +1209,7 @@ def _predict_batches(model: Sequential, source: BatchSource, verbose: int, tta: 
         outputs.append(tta_outputs(model, xb, variants).cpu())
         if progbar.due():
             progbar.update(step + 1, {})
+    progbar.learn_target(step + 1)
     progbar.finish({})
     if not outputs:
         raise ValueError("predict: `x` gave no sample (an exhausted generator, or every file failed)")

@@ -97,6 +97,11 @@ class Progbar:
         self._draw(f"{self._counter(step)} {self._bar(step)} {format_duration(eta)} "
                    f"{format_per_step(per_step)}{format_logs(logs)}")
 
+    def learn_target(self, steps: int) -> None:
+        """The steps an input of unknown length gave, as the target of the last line (a known target stays)."""
+        if self.target is None:
+            self.target = steps
+
     def finish(self, logs: dict[str, float], step: int | None = None) -> None:
         if self.verbose == 0:
             return
