@@ -224,6 +224,30 @@ def test_without_test_data_the_run_says_there_is_no_test_set(folders, tmp_path):
                    f"subfolder per class) or FILE.npz, or --dataset NAME\n")
 
 
+def test_the_report_of_a_folder_run_names_the_folder_and_its_classes(folder_run, folders, tmp_path):
+    from convnet.inspection.report import build_report
+    run, _ = folder_run
+    result = build_report(run, out_dir=tmp_path / "report", device="cpu")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert result.test_images == metrics["test_images"] == 18
+    assert result.accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert [row.name for row in result.per_class] == CLASSES
+    page = Path(result.html).read_text(encoding="utf-8")
+    assert f"seed on {folders['train'].name}, 1 epoch(s); test accuracy" in page
+
+
+def test_the_report_of_a_run_without_test_data_scores_the_validation_split(folders, tmp_path):
+    from convnet.inspection.report import build_report
+    code, _, err = run_main("train", "--data", str(folders["test"]), "--epochs", "1", "--val-split", "0.25",
+                            "--model", "homl", "--out", str(tmp_path / "run"), "--verbose", "0")
+    assert code == 0, err
+    result = build_report(tmp_path / "run", device="cpu")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert result.test_images == metrics["val_images"] == 4
+    assert result.accuracy == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert "validation (no test set) accuracy" in Path(result.html).read_text(encoding="utf-8")
+
+
 def test_image_size_is_height_by_width_and_defaults_to_the_first_image(tmp_path):
     from convnet.runs.job import load_data, resolve_data
     draw(tmp_path / "rgb", 4, seed=3, size=10, mode="RGB")

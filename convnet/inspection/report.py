@@ -119,7 +119,8 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     """Write the report of a finished run: three PNG figures and `report.html`, which embeds them.
 
     The test-set figures are recomputed: the run's model is loaded, the test images are loaded as the run
-    loaded them (`runs.load_split` with the run's `config.json`) and classified again.
+    loaded them (`runs.load_split` with the run's `config.json`) and classified again. A run on your own
+    folder of images without `--test-data` is scored on its validation split, and the report says so.
 
     Args:
         run_dir: a folder written by `convnet train` (model.convnet, history.json, metrics.json, config.json).
@@ -153,11 +154,17 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     model = load_model(os.path.join(folder, "model.convnet"), device=device, compile=False)
     out = prepare_folder(os.fspath(out_dir) if out_dir is not None else os.path.join(folder, "report"))
 
-    dataset = get_dataset(config.dataset, argument="dataset")
-    *_, x_test, y_test = load_split(config)  # (N, H, W, 1) float32 in [0, 1], (N,) int64
+    _, _, x_val, y_val, x_test, y_test = load_split(config)  # (N, H, W, C) float32 as the model takes them, (N,)
+    if config.data is not None and len(y_test) == 0:  # your own images without --test-data: the validation split
+        x_test, y_test = x_val, y_val
+    if len(y_test) == 0:
+        raise ValueError(f"{folder!r}: the run has no test images (--test-data) and no validation images "
+                         f"(--val-split 0), so there is nothing to report on")
     probabilities = model.predict(x_test, batch_size=512, verbose=0)  # (N, K)
     predicted = probabilities.argmax(axis=1)  # (N,)
-    names = [str(name) for name in (model.metadata.get("class_names") or dataset.class_names)]
+    names = model.metadata.get("class_names") or get_dataset(config.dataset, argument="dataset").class_names
+    names = [str(name) for name in names]
+    shown = x_test / 255.0 if config.data is not None else x_test  # your own images come as pixels 0-255
     confusion = viz.confusion_matrix(y_test, predicted, num_classes=len(names))  # (K, K)
     per_class = _per_class(confusion, names)
     accuracy = float(np.trace(confusion) / max(len(y_test), 1))
@@ -165,7 +172,7 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     figures = {"history": save_figure(viz.plot_history(history), os.path.join(out, "history.png"), FIGURE_DPI),
                "confusion_matrix": save_figure(viz.plot_confusion_matrix(y_test, predicted, class_names=names),
                                                os.path.join(out, "confusion_matrix.png"), FIGURE_DPI),
-               "misclassified": save_figure(viz.plot_misclassified(x_test, y_test, probabilities, class_names=names,
+               "misclassified": save_figure(viz.plot_misclassified(shown, y_test, probabilities, class_names=names,
                                                                    max_images=MAX_MISCLASSIFIED),
                                             os.path.join(out, "misclassified.png"), FIGURE_DPI)}
     page = _page(folder=folder, config=config, metrics=metrics, history=history, model=model, per_class=per_class,
@@ -261,7 +268,11 @@ def _page(*, folder: str, config: Any, metrics: dict, history: dict, model: Any,
             "misclassified": {"image": pages.png_data_uri(figures["misclassified"]), "wrong": f"{wrong:,}",
                               "test_images": f"{test_images:,}", "shown": MAX_MISCLASSIFIED}}
     created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    intro = (f"{config.model} on {config.dataset}, {metrics.get('epochs_run', '?')} epoch(s); test accuracy "
+    images, scored = config.dataset, "test"
+    if config.data is not None:  # your own images: the folder's or the file's name
+        images = os.path.basename(os.path.normpath(config.data))
+        scored = "test" if config.test_data is not None or images.endswith(".npz") else "validation (no test set)"
+    intro = (f"{config.model} on {images}, {metrics.get('epochs_run', '?')} epoch(s); {scored} accuracy "
              f"{accuracy:.2%} on {test_images:,} images. Run folder {os.path.abspath(folder)}; "
              f"report written {created} by convnet {__version__}.")
     return pages.render("report.html", title=f"Run report: {os.path.basename(os.path.normpath(folder))}",
