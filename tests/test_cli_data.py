@@ -248,6 +248,45 @@ def test_the_report_of_a_run_without_test_data_scores_the_validation_split(folde
     assert "validation (no test set) accuracy" in Path(result.html).read_text(encoding="utf-8")
 
 
+def test_augmentation_layers_apply_to_a_folder_as_to_its_arrays(folders):
+    """The issue's "augmentation applies to folder datasets as to arrays, on the device": the layers are part
+    of the model, so a folder and its images as arrays, in the same order, train to the same weights."""
+    import torch
+
+    import convnet
+    from convnet import augment, layers
+    from convnet.datasets import image_dataset_from_directory
+
+    data = image_dataset_from_directory(folders["test"], image_size=(12, 12), color_mode="grayscale", batch_size=6,
+                                        shuffle=False, verbose=False)
+    x, y = data.as_arrays()
+
+    def trained(*inputs, augmented=True, **options):
+        torch.manual_seed(0)
+        augmentation = [augment.RandomFlip(), augment.RandomTranslation(0.2, 0.2)] if augmented else []
+        model = convnet.Sequential([layers.Input((12, 12, 1)), layers.Rescaling(1 / 255), *augmentation,
+                                    layers.Conv2D(4, 3, activation="relu"), layers.Flatten(),
+                                    layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cpu")
+        torch.manual_seed(1)  # the augmentation layers draw from it
+        model.fit(*inputs, epochs=2, verbose=0, **options)
+        return model.get_weights()
+
+    from_folder, from_arrays = trained(data), trained(x, y, batch_size=6, shuffle=False)
+    assert all(np.array_equal(a, b) for a, b in zip(from_folder, from_arrays))
+    plain = trained(data, augmented=False)
+    assert not all(np.array_equal(a, b) for a, b in zip(from_folder, plain))  # the layers changed what was learnt
+
+
+def test_train_data_with_augmentation_puts_the_layers_after_the_rescaling(folders, tmp_path):
+    from convnet.models import load_model
+    code, _, err = run_main("train", "--data", str(folders["test"]), "--augment", "flip-shift", "--epochs", "1",
+                            "--model", "homl", "--out", str(tmp_path / "run"), "--verbose", "0")
+    assert code == 0, err
+    model = load_model(str(tmp_path / "run" / "model.convnet"), device="cpu")
+    assert [type(layer).__name__ for layer in model.layers[:3]] == ["Rescaling", "RandomFlip", "RandomTranslation"]
+
+
 def test_image_size_is_height_by_width_and_defaults_to_the_first_image(tmp_path):
     from convnet.runs.job import load_data, resolve_data
     draw(tmp_path / "rgb", 4, seed=3, size=10, mode="RGB")
