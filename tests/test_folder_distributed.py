@@ -5,6 +5,7 @@ refused with a clear error."""
 from __future__ import annotations
 
 import collections
+import shutil
 import types
 import warnings
 from pathlib import Path
@@ -12,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from PIL import Image
 
 import convnet
 from convnet import callbacks, layers
-from convnet.datasets import FolderDataset, image_dataset_from_directory
+from convnet.datasets import BadImageWarning, FolderDataset, image_dataset_from_directory
 from convnet.datasets.local import pipeline
 from convnet.datasets.shapes import draw_shapes
 
@@ -95,6 +97,39 @@ def test_two_ranks_train_on_a_folder_as_one_process_each_reading_its_slice(folde
         training = load(folder, **options).file_paths
         assert all(files[path] == 2 for path in training)  # once an epoch, by one rank (validation is cached)
         assert all(0 < len(reads) < 3 * COUNT for *_, reads in results)
+
+
+def test_files_that_fail_after_the_scan_leave_every_rank_one_training(folder, tmp_path):
+    """Streamed, 3 files deleted after the scan: the rank whose slice holds one leaves it out (and warns), the ranks
+    add up what they kept, and the result is one process's with the same files gone (within float rounding)."""
+    def without_three(root: Path) -> tuple[FolderDataset, list[str]]:
+        data = load(root, memory_budget=0)
+        return data, data.file_paths[:3]
+
+    reference = tiny_model()
+    data, gone = without_three(Path(shutil.copytree(folder, tmp_path / "one")))
+    for path in gone:
+        Path(path).unlink()
+    with pytest.warns(BadImageWarning, match="passed the scan but fails now"):
+        expected = reference.fit(data, epochs=2, verbose=0).history
+    copy = Path(shutil.copytree(folder, tmp_path / "two"))
+
+    def work(rank: int):
+        data, gone = without_three(copy)
+        dist.barrier()  # every rank has scanned the files
+        if rank == 0:
+            for path in gone:
+                Path(path).unlink()
+        dist.barrier()
+        model = tiny_model()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BadImageWarning)
+            history = model.fit(data, epochs=2, verbose=0).history
+        return weights_of(model), history
+
+    for weights, history in run_ranks(2, work, tmp_path):
+        assert_weights_close(weights, weights_of(reference))
+        assert_history_close(history, expected)
 
 
 def fit_with_checkpoints(root: Path, folder: Path, resume: bool = False, stop_at: int | None = None):
