@@ -424,3 +424,20 @@ def test_keras_callback_params() -> None:
         record = Record()
         model.fit(**{"epochs": 2, **arguments}, callbacks=[record])
         assert record.seen == expected, arguments
+
+
+@pytest.mark.keras
+def test_keras_progress_of_an_input_of_unknown_length(capsys: pytest.CaptureFixture) -> None:
+    """Real Keras 3 (test_progress_of_an_input_of_unknown_length follows it): a generator's first epoch counts
+    "%7d/Unknown" with no bar, and the epoch's last line counts the steps it gave as the target."""
+    keras = pytest.importorskip("keras")
+    x = np.random.default_rng(0).random((40, 4)).astype("float32")
+    y = (x.sum(axis=1) > 2).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    capsys.readouterr()
+    model.fit(batches(x, y, 8), epochs=1, verbose=1)
+    out = capsys.readouterr().out
+    assert "      1/Unknown " in out and "━" not in out.split("5/5")[0]
+    assert "5/5 ━━━━━━━━━━━━━━━━━━━━" in out.replace("\x1b[0m", "").replace("\x1b[1m", "").replace(
+        "\x1b[32m", "").replace("\x1b[37m", "")
