@@ -81,7 +81,7 @@ def run_seed(seed: int, args: argparse.Namespace, folder: str) -> dict[str, Any]
     from convnet.runs.job import load_split, train
     given = {"model": args.model, "seed": seed, "device": args.device, "verbose": 0,
              "out": os.path.join(folder, f"seed{seed}")}
-    given.update({key: getattr(args, key) for key in ("epochs", "limit") if getattr(args, key) is not None})
+    given.update({key: getattr(args, key) for key in ("epochs", "augment", "limit") if getattr(args, key) is not None})
     config = TrainConfig(**given).with_recipe(keep=given)  # as `convnet train` resolves its options
     *_, x_test, y_test = load_split(config)
     clock = test_clock(x_test, y_test)
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--model", default="fast", help="a zoo preset (its own recipe, if it has one)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (not for the measurement)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--augment", help="override the recipe's augmentation (none, flip, shift, flip-shift)")
     parser.add_argument("--limit", type=int, help="train on the first N images (smoke runs only)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS)
     parser.add_argument("--out", help="folder for the runs (default: a temporary folder, deleted)")
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
           f"python {env['python']}, {env['platform']}")
     print(f"- settings: {recipe}" + (f"; limit {args.limit}" if args.limit else ""))
     command = (f"convnet train --model {args.model} --seed S" + (f" --epochs {args.epochs}" if args.epochs else "")
+               + (f" --augment {args.augment}" if args.augment else "")
                + (f" --limit {args.limit}" if args.limit else ""))
     print(f"- command per seed: `{command}`, with CONVNET_DATA set")
     print(f"- training seconds include the per-epoch validation ({runs[0]['val_images']:,} images) and a checkpoint "

@@ -441,3 +441,29 @@ def test_keras_progress_of_an_input_of_unknown_length(capsys: pytest.CaptureFixt
     assert "      1/Unknown " in out and "━" not in out.split("5/5")[0]
     assert "5/5 ━━━━━━━━━━━━━━━━━━━━" in out.replace("\x1b[0m", "").replace("\x1b[1m", "").replace(
         "\x1b[32m", "").replace("\x1b[37m", "")
+
+
+@pytest.mark.gpu
+def test_a_cached_folder_lives_on_the_gpu_and_trains_as_its_arrays_there(folder: Path) -> None:
+    """The uint8 cache is copied to the GPU once and every batch is gathered there (loop._cached_batches), and
+    the training equals the same images given as arrays on the GPU (cuDNN's sums: within 1e-5)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from convnet.training.loop import _cached_batches
+    data = load(folder)
+    x, y = data.as_arrays()
+
+    def on_gpu(seed: int = 0) -> convnet.Sequential:
+        model = make_model(seed)
+        model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], device="cuda")
+        return model
+
+    model = on_gpu()
+    batches, placement = _cached_batches(model, data)
+    assert placement.device.type == "cuda" and batches.x.is_cuda and batches.x.dtype == torch.uint8, placement.reason
+    from_folder, from_arrays = on_gpu(), on_gpu()
+    train(from_folder, data, epochs=2, verbose=0)
+    train(from_arrays, x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(from_folder.get_weights(), from_arrays.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
