@@ -360,18 +360,24 @@ def test_fit_refuses_what_would_not_be_one_training(world, tmp_path):
     run_ranks(world, other_data, tmp_path)
 
 
+def kill_at_step(model: convnet.Sequential, stop_at: int | None) -> list:
+    """The callbacks of a fit that stops as if killed (SystemExit) after global step `stop_at` (none for None)."""
+    if stop_at is None:
+        return []
+
+    def stop(batch, logs):
+        if model.optimizer_ is not None and convnet.optimizers.iterations(model.optimizer_) == stop_at:
+            raise SystemExit("killed")
+    return [callbacks.LambdaCallback(on_train_batch_end=stop)]
+
+
 def fit_with_checkpoints(model: convnet.Sequential, folder: Path, resume: bool = False, stop_at: int | None = None,
                          epochs: int = 3):
     """The reference fit of the resume tests: 50 samples, batches of 12 (5 steps an epoch, the last of 2 samples), a
     checkpoint after every step; `stop_at` raises at that global step, as if the process were killed (its checkpoint
     is not written)."""
     x, y, _ = tiny_data()
-    hooks = []
-    if stop_at is not None:
-        def stop(batch, logs):
-            if model.optimizer_ is not None and convnet.optimizers.iterations(model.optimizer_) == stop_at:
-                raise SystemExit("killed")
-        hooks.append(callbacks.LambdaCallback(on_train_batch_end=stop))
+    hooks = kill_at_step(model, stop_at)
     convnet.utils.set_random_seed(1)
     history = model.fit(x, y, batch_size=12, epochs=epochs, verbose=0, validation_data=(x[:9], y[:9]),
                         callbacks=hooks, checkpoint_dir=str(folder), resume=resume, checkpoint_interval=0)

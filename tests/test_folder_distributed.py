@@ -17,12 +17,12 @@ import torch.distributed as dist
 from PIL import Image
 
 import convnet
-from convnet import callbacks, layers
+from convnet import layers
 from convnet.datasets import BadImageWarning, FolderDataset, image_dataset_from_directory
 from convnet.datasets.local import pipeline
 from convnet.datasets.shapes import draw_shapes
 
-from .test_distributed import assert_history_close, assert_weights_close, run_ranks, weights_of
+from .test_distributed import assert_history_close, assert_weights_close, kill_at_step, run_ranks, weights_of
 
 CLASSES = ("circle", "square", "triangle")
 SIDE, COUNT, BATCH = 6, 49, 12  # 4 full batches and one of 1 sample: rank 1's slice of it is empty
@@ -136,12 +136,7 @@ def fit_with_checkpoints(root: Path, folder: Path, resume: bool = False, stop_at
     """A streamed, shuffled fit of 3 epochs (5 steps each) with a checkpoint after every step; `stop_at` raises at
     that global step, as if the process were killed."""
     model = tiny_model(seed=5 if resume else 0)  # a resumed run's weights come from the checkpoint
-    hooks = []
-    if stop_at is not None:
-        def stop(batch, logs):
-            if model.optimizer_ is not None and convnet.optimizers.iterations(model.optimizer_) == stop_at:
-                raise SystemExit("killed")
-        hooks.append(callbacks.LambdaCallback(on_train_batch_end=stop))
+    hooks = kill_at_step(model, stop_at)
     history = model.fit(load(root, memory_budget=0), epochs=3, verbose=0, callbacks=hooks, checkpoint_dir=str(folder),
                         resume=resume, checkpoint_interval=0)
     return weights_of(model), history.history
