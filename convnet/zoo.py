@@ -194,7 +194,7 @@ def fast(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
     3x3 convolutions with 32, 64 and 128 filters, a 2x2 max pool after the first two (28 -> 14 -> 7), batch
     normalisation after the second and third, and a linear classifier on the 7x7x128 features. 155,594
     trainable parameters for 28x28x1 and 10 classes (count_params() adds BN's 384 moving statistics), 7.5 M
-    multiply-adds per image. Measured: 92.64% test accuracy (median of 3 seeds) after 104 s of training on 2
+    multiply-adds per image. Measured: 92.64% test accuracy (median of 3 seeds) after 68 s of training on 2
     CPU cores (benchmarks/fast_preset.py; the README has the table).
 
     Why this shape (each choice from single runs on that CPU): the 28x28 layer costs the most per filter, so it
