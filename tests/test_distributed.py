@@ -349,6 +349,9 @@ def test_fit_refuses_what_would_not_be_one_training(world, tmp_path):
         with pytest.raises(ValueError, match=rf"`batch_size` \(={batch}\) must be divisible by the number of "
                                              rf"processes \(={world}\)"):
             tiny_model().fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        # refused before any collective: without this, rank 0 (the rendezvous store's host) may exit while
+        # another rank is still joining the group, which then fails with "Connection reset by peer"
+        torch.distributed.barrier()
 
     def other_data(rank: int):
         with pytest.raises(ValueError, match=r"the fit settings and data differ between the processes \(x shape: "
