@@ -14,7 +14,17 @@ steps_per_epoch=chunk on the dataset's next epoch order, an arrays turn `fit` on
 from the arrays (copied before the clock starts). Prints the seconds of epoch 1, the seconds of epochs 2 to
 --epochs and their folder / arrays ratio (the claim: within 10%), and the quartiles of the step times.
 
-Measured 2026-11-30 00:15-00:20 UTC on this project's VM (2-core AMD EPYC, no GPU; Python 3.11.7, torch
+Measured 2026-11-30 01:37-01:40 UTC on this project's VM (2-core AMD EPYC, no GPU; Python 3.11.7, torch
+2.13.0+cpu, NumPy 2.4.6, Pillow 13.0.0, 2 torch threads), nothing else running (load average 0.75 before, 1.97
+after, the run's own), one run of
+
+    CONVNET_DATA=/work/shared/data python benchmarks/folder_vs_arrays.py --images 10000 --epochs 3 --chunk 10
+
+    epoch 1:        folder 30.7 s, arrays 31.3 s, folder / arrays 0.980
+    epochs 2-3:     folder 56.9 s, arrays 56.4 s, folder / arrays 1.009  (63 turns of 10 steps)
+    step times (ms), quartiles: folder 87 / 90 / 93; arrays 85 / 90 / 92; median folder / arrays 1.006
+
+An earlier measurement, 2026-11-30 00:15-00:20 UTC, on this project's VM (2-core AMD EPYC, no GPU; Python 3.11.7, torch
 2.13.0+cpu, 2 torch threads), shared with other work (load average 3.8-4.1 during the run), one run of
 
     CONVNET_DATA=/work/shared/data python benchmarks/folder_vs_arrays.py --images 3000 --epochs 3 --chunk 10
