@@ -105,3 +105,21 @@ def tables(path: Path) -> list[list[list[str]]]:
 def numbers(cell: str) -> list[float]:
     """The numbers written in a table cell, in order: `**187** (174-193), 65% of peak` gives [187, 174, 193, 65]."""
     return [float(number.replace(",", "")) for number in re.findall(r"\d[\d,]*(?:\.\d+)?", cell)]
+
+
+def shrink_fashion_mnist(monkeypatch, fashion, train: int, test: int) -> None:
+    """Makes `convnet.datasets.fashion_mnist.load_data()` give the first `train` training and `test` test
+    images of `fashion` (the session's Fashion-MNIST), so that a page's example runs as written, quickly."""
+    import convnet.datasets
+    (x_train, y_train), (x_test, y_test) = fashion
+    small = ((x_train[:train], y_train[:train]), (x_test[:test], y_test[:test]))
+    real = convnet.datasets.fashion_mnist
+
+    class SmallFashion:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def load_data(self, *args, **kwargs):
+            return small
+
+    monkeypatch.setattr(convnet.datasets, "fashion_mnist", SmallFashion())

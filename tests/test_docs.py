@@ -91,19 +91,7 @@ SETUP = {"guides/images.md": write_photos}
 def small_fashion(request, monkeypatch):
     """`fashion_mnist.load_data()` gives a slice of Fashion-MNIST: 114 training images (64 + 50 held out by
     the shortened example) and 100 test images."""
-    import convnet.datasets
-    (x_train, y_train), (x_test, y_test) = request.getfixturevalue("fashion")
-    small = ((x_train[:114], y_train[:114]), (x_test[:100], y_test[:100]))
-    real = convnet.datasets.fashion_mnist
-
-    class SmallFashion:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def load_data(self, *args, **kwargs):
-            return small
-
-    monkeypatch.setattr(convnet.datasets, "fashion_mnist", SmallFashion())
+    markdown_blocks.shrink_fashion_mnist(monkeypatch, request.getfixturevalue("fashion"), train=114, test=100)
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES)

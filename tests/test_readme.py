@@ -83,19 +83,7 @@ def test_the_seed_demo_runs_as_written(monkeypatch):
 
 def test_the_keras_style_example_runs_as_written(monkeypatch, tmp_path, fashion):
     """The example as written, on a slice of Fashion-MNIST and for 1 epoch instead of 10 (to stay quick)."""
-    import convnet.datasets
-    (x_train, y_train), (x_test, y_test) = fashion
-    small = ((x_train[:5256], y_train[:5256]), (x_test[:100], y_test[:100]))  # 256 to train, 5000 to validate
-    real = convnet.datasets.fashion_mnist
-
-    class SmallFashion:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def load_data(self, *args, **kwargs):
-            return small
-
-    monkeypatch.setattr(convnet.datasets, "fashion_mnist", SmallFashion())
+    markdown_blocks.shrink_fashion_mnist(monkeypatch, fashion, train=5256, test=100)  # 256 to train, 5000 to validate
     monkeypatch.chdir(tmp_path)  # model.save("fashion.convnet") lands here
     code = python_blocks()[1]
     assert "epochs=10" in code
