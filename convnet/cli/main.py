@@ -364,6 +364,7 @@ def _evaluate_data(args: argparse.Namespace, model: Any) -> int:
     from convnet.datasets import image_dataset_from_directory, load_npz
     from convnet.models.model import sample_shape
     from convnet.runs.config import class_folders, data_kind
+    from convnet.runs.job import as_pixels, color_mode_of, pixel_factor
     if args.dataset is not None:
         raise UsageError("--dataset cannot be used with --data: --data names the images to evaluate on; give one")
     shape = sample_shape(model)
@@ -383,7 +384,7 @@ def _evaluate_data(args: argparse.Namespace, model: Any) -> int:
         if args.limit is not None:
             raise UsageError("--limit takes an .npz file's test arrays or a built-in dataset; a folder is read whole")
         data = cast(Any, image_dataset_from_directory)(args.data, image_size=(height, width), batch_size=args.batch_size,
-                                            color_mode={1: "grayscale", 3: "rgb", 4: "rgba"}[channels],
+                                            color_mode=color_mode_of(channels),
                                             shuffle=False, verbose=False)
         count = data.num_samples
         batches = data if scale == 1.0 else ((x * np.float32(scale), y) for x, y in data)  # 0-255 -> the model's
@@ -403,9 +404,7 @@ def _evaluate_data(args: argparse.Namespace, model: Any) -> int:
         (_, _), (x_test, y_test) = arrays.load_data()
         if args.limit is not None:
             x_test, y_test = x_test[:args.limit], y_test[:args.limit]
-        x = x_test.astype(np.float32).reshape(len(x_test), height, width, channels)  # (N, H, W) -> (N, H, W, C)
-        if x_test.dtype.kind == "f" and x.size and x.min() >= 0.0 and x.max() <= 1.0:
-            x = x * np.float32(255)  # floats within [0, 1] were scaled already, as `convnet train --data` takes them
+        x = as_pixels(x_test, pixel_factor(x_test))  # pixels 0-255, as `convnet train --data` takes them
         count = len(x)
         results = model.evaluate(x * np.float32(scale), y_test.astype(np.int64), batch_size=args.batch_size,
                                  verbose=0, return_dict=True)

@@ -54,8 +54,9 @@ from convnet.training import checkpoint
 from convnet.utils import set_random_seed
 
 __all__ = ["TrainConfig", "RunResult", "RunData", "train", "load_config", "load_split", "load_data", "resolve_data",
-           "first_image", "prepare_folder", "environment", "augmentation_layers", "default_folder", "AUGMENTATIONS",
-           "PRECISIONS", "RECIPES", "CONFIG_FILE", "CHECKPOINTS", "BAD_FILES", "SHOWN_BAD_FILES"]
+           "first_image", "prepare_folder", "environment", "color_mode_of", "pixel_factor", "as_pixels",
+           "augmentation_layers", "default_folder", "AUGMENTATIONS", "PRECISIONS", "RECIPES", "CONFIG_FILE",
+           "CHECKPOINTS", "BAD_FILES", "SHOWN_BAD_FILES"]
 
 
 def augmentation_layers(name: str, image_size: tuple[int, int]) -> list:
@@ -109,8 +110,22 @@ def prepare_folder(folder: str) -> str:
     return folder
 
 
-def _channels_mode(channels: int) -> str:
+def color_mode_of(channels: int) -> str:
+    """image_dataset_from_directory's `color_mode` for images of `channels` channels (1, 3 or 4)."""
     return {1: "grayscale", 3: "rgb", 4: "rgba"}[channels]
+
+
+def pixel_factor(x: np.ndarray) -> float:
+    """What an .npz file's images are multiplied by to be pixels 0-255, as a folder gives them: 255 for floats all
+    within [0, 1] (scaled already), else 1 (integer pixels are 0-255, as Keras's datasets)."""
+    unit = x.dtype.kind == "f" and x.size > 0 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    return 255.0 if unit else 1.0
+
+
+def as_pixels(x: np.ndarray, factor: float) -> np.ndarray:
+    """float32 (N, H, W, C): `x` times `factor` (`pixel_factor`), a channel axis added to (N, H, W)."""
+    x = x.astype(np.float32) * np.float32(factor)
+    return x[..., None] if x.ndim == 3 else x  # (N, H, W) -> (N, H, W, 1)
 
 
 def first_image(folder: str) -> tuple[tuple[int, int], str]:
@@ -144,7 +159,7 @@ def resolve_data(config: TrainConfig) -> TrainConfig:
         from convnet.datasets import load_npz
         arrays = load_npz(data)
         height, width = arrays.image_size
-        mode = _channels_mode(arrays.channels)
+        mode = color_mode_of(arrays.channels)
         given_size = None if config.image_size is None else parse_image_size(config.image_size)
         checks: tuple[tuple[str, Any, Any], ...] = (("image_size", given_size, (height, width)),
                                                     ("color_mode", config.color_mode, mode))
@@ -196,24 +211,17 @@ def _npz_data(config: TrainConfig) -> RunData:
         x_train, y_train = x_train[:config.limit], y_train[:config.limit]
     if config.test_limit is not None:
         x_test, y_test = x_test[:config.test_limit], y_test[:config.test_limit]
-    # integer pixels are 0-255 (uint8, as Keras's datasets); floats all within [0, 1] were scaled already
-    unit = x_train.dtype.kind == "f" and float(x_train.min()) >= 0.0 and float(x_train.max()) <= 1.0
-    factor = 255.0 if unit else 1.0
-
-    def pixels(x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32) * np.float32(factor)
-        return x[..., None] if x.ndim == 3 else x  # (N, H, W) -> (N, H, W, 1)
-
+    factor = pixel_factor(x_train)  # the same for the test images, as the training images decide it
     # Keras 3's fit(validation_split=...) rule (array_slicing.train_validation_split): the last part validates
     split = math.floor(len(x_train) * (1.0 - config.val_split))
     if config.val_split and (split == 0 or split == len(x_train)):
         raise ValueError(f"`val_split`={config.val_split} of the {len(x_train)} training images of {config.data!r} "
                          f"leaves no image for training or none for validation")
-    x_train, y_train = pixels(x_train), y_train.astype(np.int64)
-    x_test, y_test = pixels(x_test), y_test.astype(np.int64)
+    x_train, y_train = as_pixels(x_train, factor), y_train.astype(np.int64)
+    x_test, y_test = as_pixels(x_test, factor), y_test.astype(np.int64)
     train, validation = (x_train[:split], y_train[:split]), (x_train[split:], y_train[split:])
     source = {"kind": "npz", "path": config.data, "image_size": list(dataset.image_size),
-              "color_mode": config.color_mode, "pixels": "floats 0-1, times 255" if unit else "0-255"}
+              "color_mode": config.color_mode, "pixels": "floats 0-1, times 255" if factor == 255.0 else "0-255"}
     return RunData(train, validation if config.val_split else None, (x_test, y_test), dataset.input_shape,
                    list(dataset.class_names), {"train_images": split if config.val_split else len(x_train),
                                                "val_images": len(x_train) - split if config.val_split else 0,
