@@ -553,17 +553,22 @@ class Trainer:
         if self.source is None:
             yield from ((step, None) for step in range(self.state.step, cast(int, self.steps)))
             return
-        dataset, world, rank = self.source.dataset, self.world, self.rank
-        part = None if self.ranks is None else (lambda size: distributed.shard(size, world, rank))
-        if self.cached is not None:  # gathered from the cache where it lives (a rank: its slice of each batch)
-            yield from zip(range(self.state.step, cast(int, self.steps)), self.cached.iter_from(epoch, self.state.step,
-                                                                                              part))
-            return
-        if part is not None and dataset is not None:  # this rank reads its slice of each global batch only
-            yield from zip(range(self.state.step, cast(int, self.steps)), dataset.iter_from(epoch, self.state.step,
-                                                                                          part))
+        # the cache, gathered where it lives; or, with ranks, the dataset itself, this rank reading its slice of
+        # each global batch only (a rank's slice of the cache's batches too)
+        part = self._part()
+        reader = self.cached if self.cached is not None else self.source.dataset if part is not None else None
+        if reader is not None:
+            batches = reader.iter_from(epoch, self.state.step, part)
+            yield from zip(range(self.state.step, cast(int, self.steps)), batches)
             return
         yield from enumerate(self.source.epoch(epoch, self.state.step), start=self.state.step)
+
+    def _part(self) -> Callable[[int], slice] | None:
+        """With ranks, this rank's slice of a batch of a given size (`distributed.shard`); None alone."""
+        if self.ranks is None:
+            return None
+        world, rank = self.world, self.rank
+        return lambda size: distributed.shard(size, world, rank)
 
     def _batch_step(self, step: int, batch: Any) -> torch.Tensor | None:
         """One optimizer step on a batch of the source; an empty batch (its files failed after the scan) keeps its
@@ -723,8 +728,8 @@ class Trainer:
         epoch-0 order, its first `validation_steps` batches)."""
         if self.ranks is None or source.dataset is None:
             return source.epoch(0)
-        world, rank, steps = self.world, self.rank, source.steps or len(source.dataset)
-        mine = source.dataset.iter_from(0, 0, part=lambda size: distributed.shard(size, world, rank))
+        steps = source.steps or len(source.dataset)
+        mine = source.dataset.iter_from(0, 0, part=self._part())
         return (batch for _, batch in zip(range(steps), mine))
 
     def _end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
